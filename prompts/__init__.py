@@ -1,0 +1,1 @@
+"""Package data: the class catalogue (classes.yaml), installed as ``universal.prompts``."""
