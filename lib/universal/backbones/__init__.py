@@ -1,0 +1,27 @@
+"""Backbones by name. Each maps (B, 1, D, H, W) to ``(bottleneck, features)`` and exposes
+``bottleneck_channels``, ``feature_channels`` and ``size_divisor`` (D, H, W must be multiples)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+DEFAULT_WIDTHS = {"unet": 32, "swinunetr": 48}
+SIZE_DIVISORS = {"unet": 8, "swinunetr": 32}
+BACKBONE_TITLES = {"unet": "U-Net", "swinunetr": "Swin UNETR"}
+
+
+def build_backbone(name: str, width: int | None = None, *, use_checkpoint: bool = False) -> nn.Module:
+    """A backbone by name: ``"unet"`` (``width`` 32 released) or ``"swinunetr"`` (48 released).
+
+    ``use_checkpoint`` trades compute for memory in training (Swin UNETR only).
+    """
+    if name not in DEFAULT_WIDTHS:
+        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(DEFAULT_WIDTHS)}")
+    width = width or DEFAULT_WIDTHS[name]
+    if name == "unet":
+        from .unet import UNet3D
+
+        return UNet3D(width=width)
+    from .swinunetr import SwinUNETRBackbone
+
+    return SwinUNETRBackbone(feature_size=width, use_checkpoint=use_checkpoint)

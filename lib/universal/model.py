@@ -1,0 +1,226 @@
+"""UniversalModel: a backbone whose per-class output heads are generated from text embeddings.
+
+For each class k and sample b, the controller turns ``[image feature of b, text feature of k]``
+into the 153 parameters of a tiny point-wise head (8 → 8 → 1, ReLU between layers) that runs on the
+shared 8-channel decoder features. Heads of all classes and samples run as batched matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import BACKBONE_TITLES, DEFAULT_WIDTHS, SIZE_DIVISORS, build_backbone
+from .catalog import Catalog, ClassInfo, ClassKey
+
+EMBEDDING_DIM = 512  # CLIP ViT-B/32 text embedding
+CONDITION_DIM = 256  # image feature and projected text feature, each
+HEAD_CHANNELS = 8
+# Generated values per class, in the controller's output order: the weights of the three point-wise
+# layers (row-major, out × in), then their biases.
+HEAD_PARAM_SIZES = (
+    HEAD_CHANNELS * HEAD_CHANNELS,
+    HEAD_CHANNELS * HEAD_CHANNELS,
+    HEAD_CHANNELS,
+    HEAD_CHANNELS,
+    HEAD_CHANNELS,
+    1,
+)
+HEAD_PARAMS = sum(HEAD_PARAM_SIZES)  # 153
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input a model expects: orientation, voxel spacing (mm), HU window mapped to 0..1, and the
+    sliding-window size (voxels)."""
+
+    orientation: str = "RAS"
+    spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    intensity_range: tuple[float, float] = (-175.0, 250.0)
+    window_size: tuple[int, int, int] = (96, 96, 96)
+
+    def to_record(self) -> dict:
+        return {
+            "orientation": self.orientation,
+            "spacing": list(self.spacing),
+            "intensity_range": list(self.intensity_range),
+            "window_size": list(self.window_size),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> InputSpec:
+        return cls(
+            orientation=str(record["orientation"]),
+            spacing=tuple(float(s) for s in record["spacing"]),
+            intensity_range=tuple(float(v) for v in record["intensity_range"]),
+            window_size=tuple(int(s) for s in record["window_size"]),
+        )
+
+
+class UniversalModel(nn.Module):
+    """CLIP-driven universal segmentation network.
+
+    Args:
+        backbone: ``"unet"`` or ``"swinunetr"``.
+        catalog: the classes, in output order (default: the 32 released classes).
+        class_embeddings: (K, 512) text embeddings of the catalogue's prompts; zeros when omitted
+            (a checkpoint then fills them).
+        width: backbone width (U-Net 32, Swin UNETR 48 in the released models).
+        use_checkpoint: activation checkpointing in the backbone (Swin UNETR), for training.
+
+    ``model(x)`` maps (B, 1, D, H, W) intensities in 0..1 to logits (B, K, D, H, W);
+    ``model(x, classes=["liver", 2])`` computes only those classes, in that order.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "unet",
+        *,
+        catalog: Catalog | None = None,
+        class_embeddings: torch.Tensor | None = None,
+        width: int | None = None,
+        use_checkpoint: bool = False,
+        input_spec: InputSpec | None = None,
+    ):
+        super().__init__()
+        self.backbone_name = backbone
+        self.width = width or DEFAULT_WIDTHS.get(backbone, 0)
+        self.backbone = build_backbone(backbone, self.width, use_checkpoint=use_checkpoint)
+        self.catalog = catalog or Catalog.default()
+        self.input_spec = input_spec or InputSpec()
+        self.provenance: dict = {}  # where the weights came from; saved with the model
+        self.source_format = "new"  # the layout the weights were read from; not saved
+
+        if class_embeddings is None:
+            class_embeddings = torch.zeros(len(self.catalog), EMBEDDING_DIM)
+        if tuple(class_embeddings.shape) != (len(self.catalog), EMBEDDING_DIM):
+            raise ValueError(
+                f"class_embeddings must be ({len(self.catalog)}, {EMBEDDING_DIM}) for a catalogue of "
+                f"{len(self.catalog)} classes, got {tuple(class_embeddings.shape)}"
+            )
+        self.register_buffer("class_embeddings", class_embeddings.detach().float().clone())
+
+        feature_channels = self.backbone.feature_channels
+        bottleneck_channels = self.backbone.bottleneck_channels
+        self.feature_head = nn.Sequential(
+            group_norm(feature_channels), nn.ReLU(), nn.Conv3d(feature_channels, HEAD_CHANNELS, 1)
+        )
+        self.image_pool = nn.Sequential(
+            group_norm(bottleneck_channels),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Conv3d(bottleneck_channels, CONDITION_DIM, 1),
+        )
+        self.text_to_vision = nn.Linear(EMBEDDING_DIM, CONDITION_DIM)
+        self.controller = nn.Conv3d(2 * CONDITION_DIM, HEAD_PARAMS, 1)
+
+    # -- classes ------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def size_divisor(self) -> int:
+        """Window sides must be multiples of this."""
+        return SIZE_DIVISORS[self.backbone_name]
+
+    @property
+    def title(self) -> str:
+        return BACKBONE_TITLES[self.backbone_name]
+
+    def class_channels(self, classes: Iterable[ClassKey] | None) -> list[int]:
+        """0-based output channels of the given classes (all when ``None``)."""
+        if classes is None:
+            return list(range(self.num_classes))
+        if isinstance(classes, int | str):
+            classes = [classes]
+        return [class_id - 1 for class_id in self.catalog.ids(classes)]
+
+    def add_class(
+        self,
+        name: str,
+        prompt: str | None = None,
+        embedding: torch.Tensor | Sequence[float] | None = None,
+        *,
+        kind: str = "organ",
+        parents: Iterable[str] = (),
+        color: tuple[int, int, int] | None = None,
+        synonyms: Iterable[str] = (),
+        text_encoder=None,
+    ) -> ClassInfo:
+        """Append a class with its own output channel; existing classes compute exactly as before.
+
+        The class is named by ``prompt`` (default: the released template around ``name``). Its
+        embedding is ``embedding`` (512 values) or, when omitted, the prompt's CLIP embedding from
+        ``text_encoder`` (default: :class:`universal.text.TextEncoder` with locally resolved weights).
+        """
+        catalog = self.catalog.add(name, prompt, kind=kind, parents=parents, color=color, synonyms=synonyms)
+        info = catalog[len(catalog)]
+        if embedding is None:
+            from .text import TextEncoder
+
+            embedding = (text_encoder or TextEncoder()).encode([info.prompt])[0]
+        embedding = torch.as_tensor(embedding, dtype=torch.float32).flatten()
+        if embedding.numel() != EMBEDDING_DIM:
+            raise ValueError(f"a class embedding has {EMBEDDING_DIM} values, got {embedding.numel()}")
+        self.class_embeddings = torch.cat([self.class_embeddings, embedding.to(self.class_embeddings)[None]])
+        self.catalog = catalog
+        return info
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, classes: Iterable[ClassKey] | None = None) -> torch.Tensor:
+        """(B, 1, D, H, W) → logits (B, K, D, H, W) for all classes or those named."""
+        bottleneck, features = self.backbone(x)
+        return self.heads(bottleneck, features, self.class_channels(classes))
+
+    def heads(self, bottleneck: torch.Tensor, features: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+        """Logits (B, K, D, H, W) of output ``channels`` from the backbone's two outputs."""
+        params = self.head_parameters(bottleneck, channels)
+        return run_heads(self.feature_head(features), params)
+
+    def head_parameters(self, bottleneck: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+        """(B, K, 153): generated head parameters for each sample and class."""
+        image = self.image_pool(bottleneck).flatten(1)  # (B, 256)
+        index = torch.as_tensor(channels, dtype=torch.long, device=self.class_embeddings.device)
+        text = F.relu(self.text_to_vision(self.class_embeddings[index]))  # (K, 256)
+        batch, classes = image.shape[0], text.shape[0]
+        condition = torch.cat(
+            [image[:, None].expand(batch, classes, -1), text[None].expand(batch, classes, -1)], dim=-1
+        )
+        return F.linear(condition, self.controller.weight.flatten(1), self.controller.bias)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """16 groups as released; fewer for widths that 16 does not divide (small models for tests)."""
+    return nn.GroupNorm(math.gcd(16, channels), channels)
+
+
+def run_heads(features: torch.Tensor, params: torch.Tensor, chunk_voxels: int | None = None) -> torch.Tensor:
+    """Apply generated point-wise heads: features (B, 8, *S), params (B, K, 153) → logits (B, K, *S).
+
+    Voxels are processed in chunks (default: about 64 MB of hidden activations per chunk).
+    """
+    batch, classes = params.shape[:2]
+    spatial = features.shape[2:]
+    heads = batch * classes
+    w1, w2, w3, b1, b2, b3 = params.split(HEAD_PARAM_SIZES, dim=-1)
+    w1 = w1.reshape(batch, classes * HEAD_CHANNELS, HEAD_CHANNELS)
+    b1 = b1.reshape(batch, classes * HEAD_CHANNELS, 1)
+    w2 = w2.reshape(heads, HEAD_CHANNELS, HEAD_CHANNELS)
+    b2 = b2.reshape(heads, HEAD_CHANNELS, 1)
+    w3 = w3.reshape(heads, 1, HEAD_CHANNELS)
+    b3 = b3.reshape(heads, 1, 1)
+    chunk_voxels = chunk_voxels or max(4096, (1 << 24) // (heads * HEAD_CHANNELS))
+    logits = []
+    for chunk in features.flatten(2).split(chunk_voxels, dim=2):  # (B, 8, n)
+        hidden = torch.baddbmm(b1, w1, chunk).relu_().view(heads, HEAD_CHANNELS, -1)
+        hidden = torch.baddbmm(b2, w2, hidden).relu_()
+        logits.append(torch.baddbmm(b3, w3, hidden).view(batch, classes, -1))
+    return torch.cat(logits, dim=-1).view(batch, classes, *spatial)

@@ -1,0 +1,108 @@
+"""Network behaviour on small, randomly initialised models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from universal import Catalog, UniversalModel
+from universal.model import HEAD_CHANNELS, run_heads
+
+SMALL_WIDTHS = {"unet": 8, "swinunetr": 12}
+# Swin UNETR halves the window five times and normalises its bottleneck: 64³ is its smallest input.
+WINDOW = {"unet": 32, "swinunetr": 64}
+
+
+def small_model(backbone: str, seed: int = 0) -> UniversalModel:
+    torch.manual_seed(seed)
+    model = UniversalModel(backbone, width=SMALL_WIDTHS[backbone], class_embeddings=torch.randn(32, 512))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["unet", "swinunetr"])
+def model_and_input(request):
+    backbone = request.param
+    generator = torch.Generator().manual_seed(1)
+    size = WINDOW[backbone]
+    return small_model(backbone), torch.rand(3, 1, size, size, size, generator=generator)
+
+
+def test_output_shape(model_and_input):
+    model, x = model_and_input
+    with torch.no_grad():
+        assert model(x).shape == (3, 32, *x.shape[2:])
+
+
+def test_class_subset_equals_slice(model_and_input):
+    model, x = model_and_input
+    with torch.no_grad():
+        full = model(x)
+        subset = model(x, classes=["liver", 2, "Kidney Tumor"])
+    torch.testing.assert_close(subset, full[:, [5, 1, 25]], rtol=0, atol=1e-6)
+
+
+def test_batch_equals_single_windows(model_and_input):
+    model, x = model_and_input
+    with torch.no_grad():
+        batched = model(x)
+        singles = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(batched, singles, rtol=0, atol=1e-5)
+
+
+def test_add_class_leaves_existing_outputs_bit_identical(model_and_input):
+    model, x = model_and_input
+    grown = UniversalModel(model.backbone_name, width=model.width, class_embeddings=model.class_embeddings)
+    grown.load_state_dict(model.state_dict())
+    grown.eval()
+    info = grown.add_class("Appendix", embedding=torch.randn(512))
+    assert info.id == 33 and grown.num_classes == 33
+    with torch.no_grad():
+        before = model(x)
+        after = grown(x)
+    assert after.shape[1] == 33
+    assert torch.equal(after[:, :32], before)
+    assert not torch.equal(after[:, 32], after[:, 31])
+
+
+def test_generated_heads_match_grouped_convolutions():
+    """run_heads equals one grouped 1×1×1 convolution stack per sample (the reference's formulation)."""
+    generator = torch.Generator().manual_seed(0)
+    batch, classes = 2, 5
+    features = torch.randn(batch, HEAD_CHANNELS, 4, 5, 6, generator=generator)
+    params = torch.randn(batch, classes, 153, generator=generator)
+    expected = []
+    for b in range(batch):
+        w1, w2, w3, b1, b2, b3 = params[b].split([64, 64, 8, 8, 8, 1], dim=-1)
+        x = features[b : b + 1].repeat(1, classes, 1, 1, 1)
+        x = F.relu(F.conv3d(x, w1.reshape(classes * 8, 8, 1, 1, 1), b1.flatten(), groups=classes))
+        x = F.relu(F.conv3d(x, w2.reshape(classes * 8, 8, 1, 1, 1), b2.flatten(), groups=classes))
+        expected.append(F.conv3d(x, w3.reshape(classes, 8, 1, 1, 1), b3.flatten(), groups=classes))
+    expected = torch.cat(expected)
+    torch.testing.assert_close(run_heads(features, params), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_heads(features, params, chunk_voxels=7), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_window_normalisation_ignores_training_mode():
+    model = small_model("unet")
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        evaluated = model(x)
+        model.train()
+        trained = model(x)
+    torch.testing.assert_close(evaluated, trained)
+
+
+def test_rejects_embeddings_that_do_not_fit_the_catalogue():
+    with pytest.raises(ValueError, match=r"class_embeddings must be \(32, 512\)"):
+        UniversalModel("unet", width=8, class_embeddings=torch.zeros(31, 512))
+    with pytest.raises(ValueError, match="unknown backbone 'vnet'"):
+        UniversalModel("vnet")
+
+
+def test_custom_catalogue_names_the_outputs():
+    catalog = Catalog.default().add("Appendix")
+    model = UniversalModel("unet", width=8, catalog=catalog, class_embeddings=torch.randn(33, 512)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 16, 16, 16), classes=["appendix"])
+    assert out.shape == (1, 1, 16, 16, 16)
