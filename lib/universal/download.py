@@ -1,0 +1,105 @@
+"""Files the library can fetch (weights, embeddings): local overrides first, then the cache, then a
+verified download.
+
+Resolution order for a :class:`RemoteFile`: an explicit path, the file named by its environment
+variable, ``<cache>/<filename>``, and last a download into the cache that is checked against its
+SHA-256 before it is kept. ``UNIVERSAL_OFFLINE=1`` forbids downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .errors import WeightsUnavailableError
+from .io_utils import atomic_open
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "UNIVERSAL_CACHE_DIR"
+OFFLINE_ENV = "UNIVERSAL_OFFLINE"
+
+
+def cache_dir() -> Path:
+    """``$UNIVERSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/universal``, else ``~/.cache/universal``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "universal"
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file published at ``url``; ``sha256`` verifies downloads, ``env`` names a local override."""
+
+    description: str
+    url: str
+    filename: str
+    sha256: str | None = None
+    env: str | None = None
+    licence: str | None = None
+
+
+def sha256_of(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: bool = True) -> Path:
+    """The local path of ``remote``, downloading it into the cache when it is nowhere on disk."""
+    for origin, candidate in (("given", path), (f"${remote.env}", os.environ.get(remote.env or ""))):
+        if candidate:
+            candidate = Path(candidate).expanduser()
+            if not candidate.is_file():
+                raise WeightsUnavailableError(f"{remote.description}: {origin} file {candidate} does not exist")
+            return candidate
+    cached = cache_dir() / remote.filename
+    if cached.is_file():
+        return cached
+    how = f"download {remote.url} to {cached}" + (f" or set {remote.env}=PATH" if remote.env else "")
+    if offline():
+        raise WeightsUnavailableError(
+            f"{remote.description} not found at {cached} and downloads are off ({OFFLINE_ENV}); {how}"
+        )
+    try:
+        return download(remote, cached, progress=progress)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsUnavailableError(
+            f"{remote.description} not found at {cached} and the download failed ({reason}); {how}"
+        ) from error
+
+
+def download(remote: RemoteFile, destination: Path, *, progress: bool = True, timeout: float = 30) -> Path:
+    """Stream ``remote.url`` into ``destination`` atomically, verifying its SHA-256 when known."""
+    log.info("downloading %s from %s%s", remote.description, remote.url,
+             f" (licence: {remote.licence})" if remote.licence else "")
+    digest = hashlib.sha256()
+    request = urllib.request.Request(remote.url, headers={"User-Agent": "universal-model"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, atomic_open(destination) as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=remote.filename, disable=not progress) as bar:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
+        if remote.sha256 and digest.hexdigest() != remote.sha256:
+            raise WeightsUnavailableError(
+                f"{remote.description} from {remote.url} has SHA-256 {digest.hexdigest()}, expected "
+                f"{remote.sha256}; the file was not kept. Retry, or place a verified copy at {destination}"
+            )
+    return destination
