@@ -1,0 +1,28 @@
+"""CLIP-Driven Universal Model: one 3D CT network whose classes are named by text prompts."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("universal-model")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+source"
+
+from .catalog import Catalog, ClassInfo
+from .checkpoint import load_model, read_checkpoint, save_model
+from .errors import CheckpointError, UniversalError, UnknownClassError, WeightsUnavailableError
+from .model import InputSpec, UniversalModel
+
+__all__ = [
+    "Catalog",
+    "CheckpointError",
+    "ClassInfo",
+    "InputSpec",
+    "UniversalError",
+    "UniversalModel",
+    "UnknownClassError",
+    "WeightsUnavailableError",
+    "__version__",
+    "load_model",
+    "read_checkpoint",
+    "save_model",
+]

@@ -1,0 +1,73 @@
+"""Shared fixtures. Reference data is read from ../shared/reference beside the repository."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def require_reference() -> Path:
+    """The reference folder; skipped with a reason when absent, except in CI where it must exist."""
+    if REFERENCE.is_dir():
+        return REFERENCE
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"reference data missing in CI: expected {REFERENCE}")
+    pytest.skip(f"needs the reference data at {REFERENCE} (not part of a user's clone)")
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    return require_reference()
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test downloads anything or touches the user's cache."""
+    monkeypatch.setenv("UNIVERSAL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("UNIVERSAL_OFFLINE", "1")
+    for variable in ("UNIVERSAL_CLIP_WEIGHTS", "UNIVERSAL_TEXT_EMBEDDINGS"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def load_synthetic_weights_module(reference: Path):
+    spec = importlib.util.spec_from_file_location("synthetic_weights", reference / "synthetic_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def released_layout(state: dict[str, torch.Tensor], backbone: str) -> dict:
+    """A state dict in reference naming, wrapped the way the released files are."""
+    net = {}
+    for key, value in state.items():
+        if backbone == "swinunetr" and key.startswith("backbone."):
+            key = key[len("backbone."):]  # the released Swin file names backbone keys without it
+        net[f"module.{key}"] = value
+    return {"net": net}
+
+
+@pytest.fixture(scope="session")
+def released_embeddings(reference) -> torch.Tensor:
+    return torch.load(reference / "txt_encoding.pth", map_location="cpu", weights_only=True).float()
+
+
+@pytest.fixture(scope="session")
+def synthetic_released_files(reference, released_embeddings, tmp_path_factory) -> dict[str, Path]:
+    """Full-size checkpoints in the released layouts, holding each reference case's synthetic weights."""
+    synthetic = load_synthetic_weights_module(reference)
+    folder = tmp_path_factory.mktemp("released")
+    files = {}
+    for backbone in ("unet", "swinunetr"):
+        case = torch.load(reference / f"case_{backbone}.pt", map_location="cpu", weights_only=True)
+        manifest = synthetic.read_manifest(reference / f"checkpoint_keys_{backbone}.tsv")
+        state = synthetic.synthetic_state_dict(manifest, seed=case["seed"])
+        state["organ_embedding"] = released_embeddings.clone()
+        files[backbone] = folder / f"{backbone}.pth"
+        torch.save(released_layout(state, backbone), files[backbone])
+    return files
