@@ -1,0 +1,151 @@
+"""The ``universal`` command line. Each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .catalog import Catalog
+from .errors import UniversalError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UniversalError as error:
+        print(f"universal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"universal {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="universal", description="CLIP-Driven Universal Model for 3D CT segmentation."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="describe a checkpoint: backbone, size, classes, format")
+    info.add_argument("checkpoint", type=Path)
+    info.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    info.set_defaults(run=run_info)
+
+    classes = commands.add_parser("classes", help="list the class catalogue (released, or a checkpoint's)")
+    classes.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint whose classes to list")
+    classes.set_defaults(run=run_classes)
+
+    add = commands.add_parser(
+        "add-class", help="append a class named by a text prompt; writes a new checkpoint"
+    )
+    add.add_argument("checkpoint", type=Path, help="checkpoint to extend")
+    add.add_argument("name", help="display name of the new class, e.g. 'Appendix'")
+    add.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (own format)")
+    add.add_argument("--prompt", help="text to embed (default: 'A computerized tomography of a NAME')")
+    add.add_argument("--embedding", type=Path, help="512-value embedding (.pt or .npy) instead of CLIP")
+    add.add_argument("--clip-weights", type=Path, help="CLIP ViT-B-32 weights file (OpenAI ViT-B-32.pt)")
+    add.add_argument("--kind", choices=("organ", "tumour", "cyst"), default="organ")
+    add.add_argument("--parent", action="append", default=[], help="parent organ of a lesion (repeatable)")
+    add.add_argument("--synonym", action="append", default=[], help="another accepted name (repeatable)")
+    add.add_argument("--color", type=int, nargs=3, metavar=("R", "G", "B"), help="display colour, 0-255")
+    add.set_defaults(run=run_add_class)
+    return parser
+
+
+def run_info(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model
+
+    model = load_model(args.checkpoint)
+    parameters = sum(p.numel() for p in model.parameters())
+    backbone_parameters = sum(p.numel() for p in model.backbone.parameters())
+    spec = model.input_spec
+    if args.json:
+        document = {
+            "file": str(args.checkpoint),
+            "format": model.source_format,
+            "backbone": model.backbone_name,
+            "width": model.width,
+            "parameters": parameters,
+            "backbone_parameters": backbone_parameters,
+            "input": spec.to_record(),
+            "provenance": model.provenance,
+            "classes": model.catalog.to_records(),
+        }
+        print(json.dumps(document, indent=2))
+        return
+    low, high = spec.intensity_range
+    rows = [
+        ("file", str(args.checkpoint)),
+        ("format", model.source_format),
+        ("backbone", f"{model.title} (width {model.width})"),
+        ("parameters", f"{parameters:,} (backbone {backbone_parameters:,})"),
+        ("input", f"{spec.orientation}, {'×'.join(f'{s:g}' for s in spec.spacing)} mm, HU {low:g}..{high:g} → 0..1, "
+                  f"windows {'×'.join(map(str, spec.window_size))}"),
+        ("origin", str(model.provenance.get("origin", "unknown"))),
+        ("classes", str(model.num_classes)),
+    ]
+    for label, value in rows:
+        print(f"{label:<11} {value}")
+    print()
+    print_catalog(model.catalog)
+
+
+def run_classes(args: argparse.Namespace) -> None:
+    if args.checkpoint:
+        from .checkpoint import load_model
+
+        print_catalog(load_model(args.checkpoint).catalog)
+    else:
+        print_catalog(Catalog.default())
+
+
+def print_catalog(catalog: Catalog) -> None:
+    width = max(len(info.name) for info in catalog)
+    print(f"{'id':>3}  {'name':<{width}}  {'kind':<6}  {'parents':<26}  prompt")
+    for info in catalog:
+        parents = ", ".join(info.parents) or "-"
+        print(f"{info.id:>3}  {info.name:<{width}}  {info.kind:<6}  {parents:<26}  {info.prompt}")
+
+
+def run_add_class(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model, save_model
+    from .text import TextEncoder
+
+    model = load_model(args.checkpoint)
+    embedding = read_embedding(args.embedding) if args.embedding else None
+    info = model.add_class(
+        args.name,
+        args.prompt,
+        embedding,
+        kind=args.kind,
+        parents=args.parent,
+        color=tuple(args.color) if args.color else None,
+        synonyms=args.synonym,
+        text_encoder=TextEncoder(args.clip_weights) if embedding is None else None,
+    )
+    save_model(model, args.output, provenance={"added_class": info.name})
+    print(f"added class {info.id} '{info.name}' (prompt: {info.prompt!r}); wrote {args.output}")
+
+
+def read_embedding(path: Path) -> torch.Tensor:
+    """A 512-value embedding from a .npy file or a torch file holding one tensor."""
+    try:
+        if path.suffix == ".npy":
+            return torch.from_numpy(np.load(path)).float()
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UniversalError(f"cannot read embedding {path}: {error}") from error
+    if not isinstance(value, torch.Tensor) or value.numel() != 512:
+        raise UniversalError(f"{path} must hold one embedding of 512 values")
+    return value.float()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
