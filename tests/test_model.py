@@ -21,44 +21,43 @@ def small_model(backbone: str, seed: int = 0) -> UniversalModel:
 
 
 @pytest.fixture(scope="module", params=["unet", "swinunetr"])
-def model_and_input(request):
+def case(request):
+    """A small model, a batch of two windows, and its full output (computed once per backbone)."""
     backbone = request.param
-    generator = torch.Generator().manual_seed(1)
     size = WINDOW[backbone]
-    return small_model(backbone), torch.rand(3, 1, size, size, size, generator=generator)
-
-
-def test_output_shape(model_and_input):
-    model, x = model_and_input
+    model = small_model(backbone)
+    x = torch.rand(2, 1, size, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert model(x).shape == (3, 32, *x.shape[2:])
+        return model, x, model(x)
 
 
-def test_class_subset_equals_slice(model_and_input):
-    model, x = model_and_input
+def test_output_shape(case):
+    _, x, full = case
+    assert full.shape == (2, 32, *x.shape[2:])
+
+
+def test_class_subset_equals_slice(case):
+    model, x, full = case
     with torch.no_grad():
-        full = model(x)
         subset = model(x, classes=["liver", 2, "Kidney Tumor"])
     torch.testing.assert_close(subset, full[:, [5, 1, 25]], rtol=0, atol=1e-6)
 
 
-def test_batch_equals_single_windows(model_and_input):
-    model, x = model_and_input
+def test_batch_equals_single_windows(case):
+    model, x, full = case
     with torch.no_grad():
-        batched = model(x)
         singles = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
-    torch.testing.assert_close(batched, singles, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full, singles, rtol=0, atol=1e-5)
 
 
-def test_add_class_leaves_existing_outputs_bit_identical(model_and_input):
-    model, x = model_and_input
+def test_add_class_leaves_existing_outputs_bit_identical(case):
+    model, x, before = case
     grown = UniversalModel(model.backbone_name, width=model.width, class_embeddings=model.class_embeddings)
     grown.load_state_dict(model.state_dict())
     grown.eval()
     info = grown.add_class("Appendix", embedding=torch.randn(512))
     assert info.id == 33 and grown.num_classes == 33
     with torch.no_grad():
-        before = model(x)
         after = grown(x)
     assert after.shape[1] == 33
     assert torch.equal(after[:, :32], before)
@@ -106,3 +105,17 @@ def test_custom_catalogue_names_the_outputs():
     with torch.no_grad():
         out = model(torch.rand(1, 1, 16, 16, 16), classes=["appendix"])
     assert out.shape == (1, 1, 16, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "shape", "message"),
+    [
+        ("unet", (1, 1, 16, 16, 20), r"U-Net windows must be multiples of 8 and at least 16 .* got \(16, 16, 20\)"),
+        ("unet", (1, 1, 8, 8, 8), "at least 16"),
+        ("swinunetr", (1, 1, 32, 32, 32), "Swin UNETR windows must be multiples of 32 and at least 64"),
+        ("unet", (1, 2, 16, 16, 16), r"input must be \(B, 1, D, H, W\)"),
+    ],
+)
+def test_rejects_windows_the_backbone_cannot_take(backbone, shape, message):
+    with pytest.raises(ValueError, match=message):
+        small_model(backbone)(torch.zeros(shape))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONE_TITLES, DEFAULT_WIDTHS, SIZE_DIVISORS, build_backbone
+from .backbones import BACKBONE_TITLES, DEFAULT_WIDTHS, MIN_SIZES, SIZE_DIVISORS, build_backbone
 from .catalog import Catalog, ClassInfo, ClassKey
 
 EMBEDDING_DIM = 512  # CLIP ViT-B/32 text embedding
@@ -177,8 +177,20 @@ class UniversalModel(nn.Module):
 
     def forward(self, x: torch.Tensor, classes: Iterable[ClassKey] | None = None) -> torch.Tensor:
         """(B, 1, D, H, W) → logits (B, K, D, H, W) for all classes or those named."""
+        self.check_window(x.shape)
         bottleneck, features = self.backbone(x)
         return self.heads(bottleneck, features, self.class_channels(classes))
+
+    def check_window(self, shape: Sequence[int]) -> None:
+        """Raise ValueError unless ``shape`` is (B, 1, D, H, W) with sizes this backbone accepts."""
+        divisor, smallest = SIZE_DIVISORS[self.backbone_name], MIN_SIZES[self.backbone_name]
+        if len(shape) != 5 or shape[1] != 1:
+            raise ValueError(f"input must be (B, 1, D, H, W), got {tuple(shape)}")
+        if any(size % divisor or size < smallest for size in shape[2:]):
+            raise ValueError(
+                f"{self.title} windows must be multiples of {divisor} and at least {smallest} along D, H, W; "
+                f"got {tuple(shape[2:])}"
+            )
 
     def heads(self, bottleneck: torch.Tensor, features: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
         """Logits (B, K, D, H, W) of output ``channels`` from the backbone's two outputs."""
@@ -186,15 +198,28 @@ class UniversalModel(nn.Module):
         return run_heads(self.feature_head(features), params)
 
     def head_parameters(self, bottleneck: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
-        """(B, K, 153): generated head parameters for each sample and class."""
+        """(B, K, 153): generated head parameters for each sample and class.
+
+        The controller sees [image feature, text feature] (512 values); its image half is applied once
+        per sample and its text half once per class, each class on its own, so that a class's
+        parameters never depend on which other classes are computed (adding a class leaves the
+        others bit-identical).
+        """
         image = self.image_pool(bottleneck).flatten(1)  # (B, 256)
         index = torch.as_tensor(channels, dtype=torch.long, device=self.class_embeddings.device)
-        text = F.relu(self.text_to_vision(self.class_embeddings[index]))  # (K, 256)
-        batch, classes = image.shape[0], text.shape[0]
-        condition = torch.cat(
-            [image[:, None].expand(batch, classes, -1), text[None].expand(batch, classes, -1)], dim=-1
-        )
-        return F.linear(condition, self.controller.weight.flatten(1), self.controller.bias)
+        text = F.relu(rowwise_linear(self.class_embeddings[index], self.text_to_vision))  # (K, 256)
+        weight = self.controller.weight.flatten(1)  # (153, 512)
+        from_image = F.linear(image, weight[:, :CONDITION_DIM], self.controller.bias)  # (B, 153)
+        from_text = rowwise_linear(text, weight[:, CONDITION_DIM:])  # (K, 153)
+        return from_image[:, None] + from_text[None]
+
+
+def rowwise_linear(x: torch.Tensor, layer: nn.Linear | torch.Tensor) -> torch.Tensor:
+    """``F.linear`` of (K, in) rows, each row reduced on its own: the result of a row does not depend
+    on K (a matrix product may change its summation order with the number of rows)."""
+    weight, bias = (layer.weight, layer.bias) if isinstance(layer, nn.Linear) else (layer, None)
+    out = (x[:, None, :] * weight[None]).sum(-1)
+    return out if bias is None else out + bias
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -202,25 +227,23 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(16, channels), channels)
 
 
-def run_heads(features: torch.Tensor, params: torch.Tensor, chunk_voxels: int | None = None) -> torch.Tensor:
+def run_heads(features: torch.Tensor, params: torch.Tensor, chunk_voxels: int = 32768) -> torch.Tensor:
     """Apply generated point-wise heads: features (B, 8, *S), params (B, K, 153) → logits (B, K, *S).
 
-    Voxels are processed in chunks (default: about 64 MB of hidden activations per chunk).
+    All B·K heads run as batched 8×8 matrix products over chunks of ``chunk_voxels`` voxels; every
+    head's products have the same shapes whatever B and K are, so a head's output is the same
+    whether it runs alone or with others.
     """
     batch, classes = params.shape[:2]
     spatial = features.shape[2:]
     heads = batch * classes
-    w1, w2, w3, b1, b2, b3 = params.split(HEAD_PARAM_SIZES, dim=-1)
-    w1 = w1.reshape(batch, classes * HEAD_CHANNELS, HEAD_CHANNELS)
-    b1 = b1.reshape(batch, classes * HEAD_CHANNELS, 1)
-    w2 = w2.reshape(heads, HEAD_CHANNELS, HEAD_CHANNELS)
-    b2 = b2.reshape(heads, HEAD_CHANNELS, 1)
-    w3 = w3.reshape(heads, 1, HEAD_CHANNELS)
-    b3 = b3.reshape(heads, 1, 1)
-    chunk_voxels = chunk_voxels or max(4096, (1 << 24) // (heads * HEAD_CHANNELS))
+    w1, w2, w3, b1, b2, b3 = (p.reshape(heads, -1) for p in params.split(HEAD_PARAM_SIZES, dim=-1))
+    w1, w2 = w1.view(heads, HEAD_CHANNELS, HEAD_CHANNELS), w2.view(heads, HEAD_CHANNELS, HEAD_CHANNELS)
+    w3, b1, b2, b3 = w3.view(heads, 1, HEAD_CHANNELS), b1[..., None], b2[..., None], b3[..., None]
     logits = []
     for chunk in features.flatten(2).split(chunk_voxels, dim=2):  # (B, 8, n)
-        hidden = torch.baddbmm(b1, w1, chunk).relu_().view(heads, HEAD_CHANNELS, -1)
+        shared = chunk[:, None].expand(batch, classes, *chunk.shape[1:]).reshape(heads, HEAD_CHANNELS, -1)
+        hidden = torch.baddbmm(b1, w1, shared).relu_()
         hidden = torch.baddbmm(b2, w2, hidden).relu_()
         logits.append(torch.baddbmm(b3, w3, hidden).view(batch, classes, -1))
     return torch.cat(logits, dim=-1).view(batch, classes, *spatial)

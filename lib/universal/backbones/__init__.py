@@ -1,5 +1,8 @@
 """Backbones by name. Each maps (B, 1, D, H, W) to ``(bottleneck, features)`` and exposes
-``bottleneck_channels``, ``feature_channels`` and ``size_divisor`` (D, H, W must be multiples)."""
+``bottleneck_channels``, ``feature_channels`` and ``size_divisor``.
+
+Windows must be multiples of ``SIZE_DIVISORS`` and at least ``MIN_SIZES`` along D, H and W: smaller
+ones leave a single voxel at the bottleneck, where instance normalisation is undefined."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from torch import nn
 
 DEFAULT_WIDTHS = {"unet": 32, "swinunetr": 48}
 SIZE_DIVISORS = {"unet": 8, "swinunetr": 32}
+MIN_SIZES = {"unet": 16, "swinunetr": 64}
 BACKBONE_TITLES = {"unet": "U-Net", "swinunetr": "Swin UNETR"}
 
 
