@@ -31,7 +31,9 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     """No test downloads anything or touches the user's cache."""
     monkeypatch.setenv("UNIVERSAL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("UNIVERSAL_OFFLINE", "1")
-    for variable in ("UNIVERSAL_CLIP_WEIGHTS", "UNIVERSAL_TEXT_EMBEDDINGS"):
+    variables = ("UNIVERSAL_CLIP_WEIGHTS", "UNIVERSAL_TEXT_EMBEDDINGS", "UNIVERSAL_UNET_WEIGHTS",
+                 "UNIVERSAL_SWINUNETR_WEIGHTS")
+    for variable in variables:
         monkeypatch.delenv(variable, raising=False)
 
 

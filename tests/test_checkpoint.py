@@ -57,7 +57,7 @@ def test_added_class_survives_save_and_load(model, x, tmp_path):
 def test_swin_own_format_round_trip(tmp_path):
     torch.manual_seed(0)
     swin = UniversalModel("swinunetr", width=12, class_embeddings=torch.randn(32, 512)).eval()
-    x = torch.rand(1, 1, 32, 32, 32)
+    x = torch.rand(1, 1, 64, 64, 64)
     loaded = universal.load_model(universal.save_model(swin, tmp_path / "swin.pt"))
     assert loaded.backbone_name == "swinunetr" and loaded.width == 12
     assert torch.equal(outputs(loaded, x), outputs(swin, x))
@@ -86,6 +86,14 @@ def test_save_is_atomic(model, tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         universal.load_model(tmp_path / "absent.pth")
+
+
+def test_released_name_offline_says_where_the_file_goes():
+    pattern = (r"released U-Net weights \(clip_driven_universal_unet.pth\) not found at \S+/weights/"
+               r"clip_driven_universal_unet.pth and downloads are off \(UNIVERSAL_OFFLINE\); download "
+               r"https://huggingface.co/\S+ to \S+ or set UNIVERSAL_UNET_WEIGHTS=PATH")
+    with pytest.raises(universal.WeightsUnavailableError, match=pattern):
+        universal.load_model("unet")
 
 
 def test_truncated_file(model, tmp_path):

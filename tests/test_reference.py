@@ -77,3 +77,9 @@ def test_released_embeddings_come_from_the_file(synthetic_released_files, releas
     model = universal.load_model(synthetic_released_files["unet"])
     assert torch.equal(model.class_embeddings, released_embeddings)
     assert model.catalog == universal.Catalog.default()
+
+
+def test_released_model_by_name_uses_the_local_override(synthetic_released_files, monkeypatch):
+    monkeypatch.setenv("UNIVERSAL_SWINUNETR_WEIGHTS", str(synthetic_released_files["swinunetr"]))
+    model = universal.load_model("swinunetr")
+    assert model.backbone_name == "swinunetr" and model.provenance["origin"].endswith("swinunetr.pth")

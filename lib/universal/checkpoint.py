@@ -7,7 +7,9 @@ Accepted sources:
   (``module.swinViT.*``, ``module.encoder1.*``, ``module.decoder5.*``);
 * plain state dicts in either naming, with or without ``module.``;
 * the own format (``format: universal-model``) written by :func:`save_model`: weights, the class
-  catalogue with its embeddings, the input the model expects, and provenance.
+  catalogue with its embeddings, the input the model expects, and provenance;
+* a released model by name (``"unet"``, ``"swinunetr"``), resolved locally or downloaded and
+  verified (:data:`RELEASED_CHECKPOINTS`).
 
 Everything is read with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 """
@@ -24,9 +26,25 @@ import torch
 
 from .backbones import BACKBONE_TITLES
 from .catalog import Catalog
+from .download import RELEASE_LICENCE, RemoteFile, resolve
 from .errors import CatalogError, CheckpointError
 from .io_utils import atomic_open
 from .model import InputSpec, UniversalModel
+
+_RELEASE_URL = "https://huggingface.co/ljwztc/CLIP-Driven-Universal-Model/resolve/main/"
+RELEASED_CHECKPOINTS = {
+    backbone: RemoteFile(
+        description=f"released {BACKBONE_TITLES[backbone]} weights ({filename})",
+        url=_RELEASE_URL + filename,
+        filename=f"weights/{filename}",
+        env=env,
+        licence=RELEASE_LICENCE,
+    )
+    for backbone, filename, env in (
+        ("unet", "clip_driven_universal_unet.pth", "UNIVERSAL_UNET_WEIGHTS"),
+        ("swinunetr", "clip_driven_universal_swin_unetr.pth", "UNIVERSAL_SWINUNETR_WEIGHTS"),
+    )
+}
 
 FORMAT = "universal-model"
 FORMAT_VERSION = 1
@@ -61,11 +79,13 @@ def load_model(
     backbone: str | None = None,
     catalog: Catalog | None = None,
 ) -> UniversalModel:
-    """A :class:`UniversalModel` in eval mode from a checkpoint file or a state dict.
+    """A :class:`UniversalModel` in eval mode from a checkpoint file, a state dict or a released name.
 
     The backbone is detected from the keys; pass ``backbone`` to insist on one. ``catalog`` names the
     classes of a file that does not carry its own catalogue and does not hold the 32 released classes.
     """
+    if isinstance(source, str) and source in RELEASED_CHECKPOINTS and not Path(source).exists():
+        source = resolve(RELEASED_CHECKPOINTS[source])
     checkpoint = read_checkpoint(source)
     if backbone and backbone != checkpoint.backbone:
         raise CheckpointError(

@@ -3,7 +3,9 @@ verified download.
 
 Resolution order for a :class:`RemoteFile`: an explicit path, the file named by its environment
 variable, ``<cache>/<filename>``, and last a download into the cache that is checked against its
-SHA-256 before it is kept. ``UNIVERSAL_OFFLINE=1`` forbids downloads.
+SHA-256 before it is kept: the pinned one, else the one the server publishes (Hugging Face sends a
+large file's SHA-256 as ``X-Linked-Etag``), else the computed digest is logged for the user to pin.
+``UNIVERSAL_OFFLINE=1`` forbids downloads.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "UNIVERSAL_CACHE_DIR"
 OFFLINE_ENV = "UNIVERSAL_OFFLINE"
+RELEASE_LICENCE = "CC BY-NC-ND 4.0, © The Johns Hopkins University (non-commercial use only)"
 
 
 def cache_dir() -> Path:
@@ -85,21 +89,43 @@ def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: boo
 
 
 def download(remote: RemoteFile, destination: Path, *, progress: bool = True, timeout: float = 30) -> Path:
-    """Stream ``remote.url`` into ``destination`` atomically, verifying its SHA-256 when known."""
+    """Stream ``remote.url`` into ``destination`` atomically, keeping it only if its SHA-256 checks."""
     log.info("downloading %s from %s%s", remote.description, remote.url,
              f" (licence: {remote.licence})" if remote.licence else "")
     digest = hashlib.sha256()
+    redirects = _RecordingRedirects()
     request = urllib.request.Request(remote.url, headers={"User-Agent": "universal-model"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, atomic_open(destination) as out:
+    opener = urllib.request.build_opener(redirects)
+    with opener.open(request, timeout=timeout) as response, atomic_open(destination) as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=remote.filename, disable=not progress) as bar:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))
-        if remote.sha256 and digest.hexdigest() != remote.sha256:
+        expected = remote.sha256 or redirects.published or published_sha256(response.headers)
+        if expected and digest.hexdigest() != expected:
             raise WeightsUnavailableError(
                 f"{remote.description} from {remote.url} has SHA-256 {digest.hexdigest()}, expected "
-                f"{remote.sha256}; the file was not kept. Retry, or place a verified copy at {destination}"
+                f"{expected}; the file was not kept. Retry, or place a verified copy at {destination}"
             )
+        if not expected:
+            log.warning("%s: no published checksum; SHA-256 of the download is %s", remote.description,
+                        digest.hexdigest())
     return destination
+
+
+def published_sha256(headers) -> str | None:
+    """The SHA-256 a server publishes for a large file (``X-Linked-Etag``, as Hugging Face does)."""
+    value = (headers.get("X-Linked-Etag") or "").strip().removeprefix("W/").strip('"').lower()
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, remembering a SHA-256 published before the redirect to a CDN."""
+
+    published: str | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.published = self.published or published_sha256(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .catalog import Catalog
-from .download import RemoteFile, cache_dir, resolve, sha256_of
+from .download import RELEASE_LICENCE, RemoteFile, cache_dir, resolve, sha256_of
 from .errors import UniversalError
 from .io_utils import atomic_open
 
@@ -37,7 +37,7 @@ RELEASED_EMBEDDINGS = RemoteFile(
     filename="txt_encoding.pth",
     sha256="9de46b0be0fdfedc82852045d15efdbb3a04e48a954df27d1290af2f63997145",
     env="UNIVERSAL_TEXT_EMBEDDINGS",
-    licence="MIT (CLIP-Driven Universal Model)",
+    licence=RELEASE_LICENCE,
 )
 
 
