@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from .errors import UniversalError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
@@ -30,6 +32,14 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def check_nifti_path(path: str | Path) -> Path:
+    """``path`` as a Path if its name ends in ``.nii`` or ``.nii.gz``; else a :class:`UniversalError`."""
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise UniversalError(f"NIfTI files end in .nii or .nii.gz; got {path}")
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
