@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import entry_points
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -60,6 +61,9 @@ def test_add_class_with_embedding_file(small_checkpoint, tmp_path, capsys):
         (["info", "absent.pth"], "checkpoint absent.pth does not exist"),
         (["add-class", "CKPT", "Liver", "-o", "x.pt", "--embedding", "e.npy"], "cannot read embedding e.npy"),
         (["add-class", "CKPT", "Appendix", "-o", "x.pt"], "CLIP ViT-B/32 weights (OpenAI) not found"),
+        (["phantom", "ct.mha"], "NIfTI files end in .nii or .nii.gz; got ct.mha"),
+        (["phantom", "ct.nii", "--shape", "0", "8", "8"], "shape must be positive in every axis"),
+        (["phantom", "out", "--datasets", "--lesions"], "--label and --lesions describe one phantom"),
     ],
 )
 def test_errors_are_one_line(small_checkpoint, argv, message, capsys):
@@ -67,6 +71,29 @@ def test_errors_are_one_line(small_checkpoint, argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_phantom_writes_ct_and_label(tmp_path, capsys):
+    ct, label = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    argv = ["phantom", str(ct), "--label", str(label), "--seed", "3", "--shape", "48", "48", "32",
+            "--spacing", "8", "8", "10", "--orientation", "lps", "--lesions"]
+    assert main(argv) == 0
+    assert "Liver" in capsys.readouterr().out
+    image, labels = nib.load(ct), nib.load(label)
+    assert image.shape == labels.shape == (48, 48, 32)
+    assert nib.aff2axcodes(image.affine) == ("L", "P", "S")
+    assert np.allclose(np.abs(np.diag(image.affine))[:3], (8, 8, 10))
+    assert universal.Catalog.default()["liver tumor"].id in np.unique(np.asarray(labels.dataobj))
+
+
+def test_phantom_dataset_mode(tmp_path, capsys):
+    argv = ["phantom", str(tmp_path), "--datasets", "--dataset", "KiTS", "--dataset", "Task09_Spleen",
+            "--cases", "1", "--shape", "32", "32", "24", "--spacing", "12", "12", "14"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["KiTS", "Task09_Spleen"]
+    document = json.loads((tmp_path / "KiTS" / "dataset.json").read_text())
+    assert document["labels"] == {"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"}
+    assert (tmp_path / "KiTS" / document["training"][0]["label"]).exists()
 
 
 def test_console_script_is_registered():
