@@ -57,10 +57,11 @@ def test_added_class_survives_save_and_load(model, x, tmp_path):
 def test_swin_own_format_round_trip(tmp_path):
     torch.manual_seed(0)
     swin = UniversalModel("swinunetr", width=12, class_embeddings=torch.randn(32, 512)).eval()
-    x = torch.rand(1, 1, 64, 64, 64)
     loaded = universal.load_model(universal.save_model(swin, tmp_path / "swin.pt"))
     assert loaded.backbone_name == "swinunetr" and loaded.width == 12
-    assert torch.equal(outputs(loaded, x), outputs(swin, x))
+    expected, actual = swin.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
 def test_plain_state_dicts_with_and_without_module_prefix(model, x):

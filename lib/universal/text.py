@@ -8,6 +8,7 @@ by model, weights and prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -82,11 +83,15 @@ class TextEncoder:
             self._weights_path = resolve(CLIP_WEIGHTS, self._weights_arg)
         return self._weights_path
 
-    def _cache_file(self, prompt: str) -> Path:
+    @property
+    def weights_sha256(self) -> str:
         if self._weights_sha is None:
             self._weights_sha = sha256_of(self.weights_path)
+        return self._weights_sha
+
+    def _cache_file(self, prompt: str) -> Path:
         key = hashlib.sha256(prompt.encode()).hexdigest()[:32]
-        return self._cache / f"{CLIP_MODEL}-{self._weights_sha[:16]}" / f"{key}.pt"
+        return self._cache / f"{CLIP_MODEL}-{self.weights_sha256[:16]}" / f"{key}.pt"
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """(N, 512) float32 embeddings of ``prompts`` (unnormalised ``encode_text`` output)."""
@@ -116,12 +121,16 @@ class TextEncoder:
     @torch.no_grad()
     def _compute(self, prompts: list[str]) -> torch.Tensor:
         if self._model is None:
-            self._model, self._tokenizer = _load_clip(self.weights_path)
+            self._model, self._tokenizer = _load_clip(self.weights_path, self.weights_sha256)
         return self._model.encode_text(self._tokenizer(prompts)).float()
 
 
-def _load_clip(path: Path):
-    """An fp32 CPU CLIP model and its tokenizer from an OpenAI archive or an open_clip state dict."""
+@functools.lru_cache(maxsize=2)
+def _load_clip(path: Path, sha256: str):
+    """An fp32 CPU CLIP model and its tokenizer from an OpenAI archive or an open_clip state dict.
+
+    Kept for the process's life (per weights digest): adding several classes loads CLIP once.
+    """
     try:
         import open_clip
     except ImportError as error:
