@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import enum
 import functools
-import gzip
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from .catalog import Catalog
 from .errors import UniversalError
-from .io_utils import atomic_open, atomic_write_text, check_nifti_path
+from .io_utils import atomic_write_text, check_nifti_path
+from .scans import write_nifti
 
 ORIENTATIONS = ("RAS", "LPS")
 CLINICAL_SHAPE = (512, 512, 200)
@@ -216,9 +215,9 @@ def save_phantom(phantom: Phantom, image_path: str | Path, label_path: str | Pat
     for path in (image_path, label_path):
         if path is not None:
             check_nifti_path(path)
-    _write_nifti(phantom.image, phantom.affine, image_path, is_label=False)
+    write_nifti(phantom.image, phantom.affine, image_path, is_label=False)
     if label_path is not None:
-        _write_nifti(phantom.label, phantom.affine, label_path, is_label=True)
+        write_nifti(phantom.label, phantom.affine, label_path, is_label=True)
 
 
 @dataclass(frozen=True)
@@ -342,8 +341,8 @@ def _write_dataset(root: Path, spec: DatasetSpec, cases: Iterable[Phantom]) -> P
     training = []
     for number, phantom in enumerate(cases):
         name = f"{spec.name.lower()}_{number:03d}.nii.gz"
-        _write_nifti(phantom.image, phantom.affine, root / "imagesTr" / name, is_label=False)
-        _write_nifti(spec.encode(phantom.label), phantom.affine, root / "labelsTr" / name, is_label=True)
+        write_nifti(phantom.image, phantom.affine, root / "imagesTr" / name, is_label=False)
+        write_nifti(spec.encode(phantom.label), phantom.affine, root / "labelsTr" / name, is_label=True)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     atomic_write_text(root / "dataset.json", json.dumps(_dataset_json(spec, training), indent=2) + "\n")
     return root
@@ -465,23 +464,6 @@ def _affine(shape: tuple[int, int, int], spacing: tuple[float, float, float], or
     affine = np.diag([*(s * d for s, d in zip(signs, spacing, strict=True)), 1.0])
     affine[:3, 3] = [float(a[-1] if s < 0 else a[0]) for a, s in zip(axes, signs, strict=True)]
     return affine
-
-
-def _write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, is_label: bool) -> None:
-    """Write ``data`` as NIfTI-1 with ``affine`` as both qform and sform (scanner), atomically."""
-    path = Path(path)
-    image = nib.Nifti1Image(data, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    if is_label:
-        image.header.set_intent("label")
-    with atomic_open(path) as stream:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(filename="", mode="wb", fileobj=stream, compresslevel=1, mtime=0) as packed:
-                packed.write(image.to_bytes())
-        else:
-            stream.write(image.to_bytes())
 
 
 def _dataset_json(spec: DatasetSpec, training: list[dict[str, str]]) -> dict:
