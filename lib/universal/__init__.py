@@ -10,13 +10,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from .catalog import Catalog, ClassInfo
 from .checkpoint import load_model, read_checkpoint, save_model
 from .errors import CheckpointError, UniversalError, UnknownClassError, WeightsUnavailableError
+from .inference import InferenceSettings, Segmentation, Segmenter, segment
 from .model import InputSpec, UniversalModel
+from .scans import Scan, ScanError, read_scan
 
 __all__ = [
     "Catalog",
     "CheckpointError",
     "ClassInfo",
+    "InferenceSettings",
     "InputSpec",
+    "Scan",
+    "ScanError",
+    "Segmentation",
+    "Segmenter",
     "UniversalError",
     "UniversalModel",
     "UnknownClassError",
@@ -24,5 +31,7 @@ __all__ = [
     "__version__",
     "load_model",
     "read_checkpoint",
+    "read_scan",
     "save_model",
+    "segment",
 ]

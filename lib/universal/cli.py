@@ -12,6 +12,7 @@ import torch
 
 from .catalog import Catalog
 from .errors import UniversalError
+from .inference import PRECISIONS
 from .io_utils import check_nifti_path
 from .phantoms import (
     CLINICAL_SHAPE,
@@ -68,6 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--synonym", action="append", default=[], help="another accepted name (repeatable)")
     add.add_argument("--color", type=int, nargs=3, metavar=("R", "G", "B"), help="display colour, 0-255")
     add.set_defaults(run=run_add_class)
+
+    seg = commands.add_parser(
+        "segment",
+        help="segment CT scans: label map, optional masks and a report per case",
+        description="Segment CT scans (NIfTI, NRRD, or folders holding a DICOM series). Each case gets "
+        "OUTDIR/<case>/segmentation.nii.gz (catalogue ids on the scan's grid), report.json and, with "
+        "--masks, masks/<Class Name>.nii.gz. A case that fails is reported and the others go on.",
+    )
+    seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CT file or DICOM folder")
+    seg.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    seg.add_argument("--model", default="swinunetr",
+                     help="checkpoint file, or a released model: swinunetr (default) or unet")
+    seg.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (names or ids)")
+    seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
+    seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
+    seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
+    seg.add_argument("--overlap", type=float, default=0.5, help="window overlap, 0 to <1 (default 0.5)")
+    seg.add_argument("--batch-size", type=int, default=1, help="windows per network call (default 1)")
+    seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    seg.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                     help="auto: float16 on CUDA, float32 on the CPU")
+    seg.add_argument("--threshold", type=float, default=0.5, help="class probability threshold (default 0.5)")
+    seg.add_argument("--no-postprocess", action="store_true", help="keep the thresholded masks as they are")
+    seg.add_argument("--quiet", action="store_true", help="no progress bars")
+    seg.set_defaults(run=run_segment)
 
     phantom = commands.add_parser(
         "phantom",
@@ -177,6 +203,31 @@ def read_embedding(path: Path) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.numel() != 512:
         raise UniversalError(f"{path} must hold one embedding of 512 values")
     return value.float()
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from .inference import InferenceSettings, segment
+
+    settings = InferenceSettings(
+        overlap=args.overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
+        threshold=args.threshold, postprocess=not args.no_postprocess,
+    )
+    classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
+
+    def tell(outcome) -> None:
+        if outcome.status == "failed":
+            print(f"universal segment: {outcome.name}: failed: {outcome.error}", file=sys.stderr)
+        elif not args.quiet:
+            timing = f" in {outcome.seconds:.1f} s" if outcome.status == "done" else " (finished before)"
+            print(f"{outcome.name}: {outcome.status}{timing}: {outcome.folder}")
+
+    outcomes = segment(args.inputs, args.output, model=args.model, classes=classes, masks=args.masks,
+                       resume=args.resume, series=args.series, settings=settings, progress=not args.quiet,
+                       on_case=tell)
+    failed = sum(outcome.status == "failed" for outcome in outcomes)
+    if failed:
+        print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_phantom(args: argparse.Namespace) -> None:
