@@ -225,7 +225,7 @@ class Segmenter:
         boxes = window_boxes(padded.shape[1:], roi, self.settings.overlap)
         starts = sorted({box[2].start for box in boxes})
         band = BlendBand(len(channels), padded.shape[1:3], gaussian_weights(roi, self.device))
-        with _progress(len(boxes), f"{name} windows".strip(), self.progress) as progress, torch.inference_mode():
+        with _progress(len(boxes), name or "windows", "window", self.progress) as progress, torch.inference_mode():
             for start, next_start in itertools.pairwise([*starts, padded.shape[-1]]):
                 group = [box for box in boxes if box[2].start == start]
                 for batch in (group[i:i + size] for i in range(0, len(group), size)):
@@ -310,11 +310,10 @@ def gaussian_weights(roi: Sequence[int], device: torch.device) -> torch.Tensor:
                                   dtype=torch.float32)
 
 
-def _progress(total: int, description: str, enabled: bool, leave: bool = False):
+def _progress(total: int, description: str, unit: str, enabled: bool, leave: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="window" if "window" in description else "case",
-                disable=not enabled, leave=leave, dynamic_ncols=True)
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=leave, dynamic_ncols=True)
 
 
 # -- files in, files out ------------------------------------------------------------------------
@@ -373,7 +372,7 @@ def segment(
     if classes is not None:
         segmenter.catalog.ids(classes)  # unknown names fail before any case is read
     outcomes = []
-    with _progress(len(paths), "cases", progress and len(paths) > 1, leave=True) as cases:
+    with _progress(len(paths), "cases", "case", progress and len(paths) > 1, leave=True) as cases:
         for path, name in zip(paths, names, strict=True):
             started, folder = time.perf_counter(), output / name
             if resume and (folder / REPORT_NAME).is_file():
