@@ -49,10 +49,6 @@ class Scan:
         """Voxel size along X, Y, Z in mm."""
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-
     def describe(self) -> dict:
         """Metadata for reports: source, shape, spacing (mm) and orientation codes."""
         return {
