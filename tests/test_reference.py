@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets.swin_unetr import PatchMergingV2
+from monai.networks.nets.swin_unetr import PatchMerging
 
 import universal
 from universal.backbones.swinunetr import ReleasedPatchMerging
@@ -38,10 +38,10 @@ def test_released_layout_reproduces_reference_logits(backbone, reference, releas
 
 
 def test_patch_merging_keeps_the_released_slice_order():
-    """The released order is MONAI 1.4's PatchMergingV2; MONAI 1.5's order gives other features."""
+    """The released order is MONAI 1.4's legacy PatchMerging; MONAI 1.5's order gives other features."""
     torch.manual_seed(0)
     released = ReleasedPatchMerging(dim=6)
-    monai_14 = PatchMergingV2(dim=6)
+    monai_14 = PatchMerging(dim=6)
     monai_14.load_state_dict(released.state_dict())
     x = torch.randn(1, 4, 6, 4, 6)
     torch.testing.assert_close(released(x), monai_14(x), rtol=0, atol=0)

@@ -19,6 +19,7 @@ from .io_utils import atomic_open, check_nifti_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK and DICOM geometry is LPS+; the library's is RAS+
 CT_AIR_HU = -500.0  # a CT shows air (about -1000 HU) somewhere; a volume whose minimum is above this is not HU
 
 
@@ -74,29 +75,61 @@ def read_scan(path: str | Path, series: str | None = None) -> Scan:
     ``series``: the SeriesInstanceUID to read when a folder holds several CT series.
     Raises :class:`ScanError` when the input cannot be read or is not a 3D CT in HU.
     """
-    from monai.data import ITKReader, NibabelReader
-    from monai.transforms import LoadImage
-
     path = Path(path)
+    series_uid = None
     if path.is_dir():
-        reader = ITKReader(series_name=select_ct_series(path, series))
+        series_uid = select_ct_series(path, series)
     elif not path.is_file():
         raise ScanError(f"{path}: no such file or folder")
-    elif path.name.lower().endswith(NIFTI_SUFFIXES):
-        reader = NibabelReader()
-    elif path.name.lower().endswith(NRRD_SUFFIXES):
-        reader = ITKReader()
-    else:
+    elif not path.name.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES):
         raise ScanError(f"{path}: unknown format; give a NIfTI (.nii, .nii.gz) or NRRD (.nrrd) file, "
                         "or a folder holding a DICOM series")
     try:
-        volume = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+        image, affine = _read_volume(path, series_uid)
+    except ScanError:
+        raise
     except Exception as error:  # readers raise many types; all mean the same to the user
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ScanError(f"{path}: cannot be read as a CT volume ({detail[:200]})") from error
-    image = np.asarray(volume.numpy(), dtype=np.float32)
-    affine = np.asarray(volume.affine, dtype=np.float64)
     return Scan(image=check_ct_volume(image, path), affine=affine, name=case_name(path), source=str(path))
+
+
+def _read_volume(path: Path, series_uid: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (X, Y, Z) and RAS+ affine: nibabel for NIfTI, SimpleITK for NRRD and DICOM series."""
+    if series_uid is not None:
+        return _read_dicom_series(path, series_uid)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        nifti = nib.load(path)  # dataobj applies the header's slope and intercept; affine: sform, else qform
+        return np.asarray(nifti.dataobj, dtype=np.float32), np.asarray(nifti.affine, dtype=np.float64)
+    import SimpleITK as sitk
+
+    return _from_simpleitk(sitk.ReadImage(str(path)), path)
+
+
+def _read_dicom_series(folder: Path, uid: str) -> tuple[np.ndarray, np.ndarray]:
+    """One series, its slices ordered along the slice normal and rescaled to HU."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), uid))
+    return _from_simpleitk(reader.Execute(), folder)
+
+
+def _from_simpleitk(image, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z) voxels and the RAS+ affine of a SimpleITK image, whose geometry is in LPS."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)  # (Z, Y, X[, components])
+    dimension = image.GetDimension()
+    array = array.transpose(*reversed(range(dimension)), *range(dimension, array.ndim))
+    if dimension != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        check_ct_volume(array, path)
+        raise ScanError(f"{path}: a {dimension}D image with {image.GetNumberOfComponentsPerPixel()} values per "
+                        "voxel; a CT must be a 3D volume of HU values")
+    affine = np.eye(4)
+    affine[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return array, LPS_TO_RAS @ affine
 
 
 def check_ct_volume(image: np.ndarray, path: str | Path = "input") -> np.ndarray:

@@ -8,7 +8,6 @@ by model, weights and prompt.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 
@@ -125,12 +124,22 @@ class TextEncoder:
         return self._model.encode_text(self._tokenizer(prompts)).float()
 
 
-@functools.lru_cache(maxsize=2)
+_LOADED_CLIP: dict[str, tuple] = {}  # weights SHA-256 -> (model, tokenizer), one at a time (~600 MB)
+
+
 def _load_clip(path: Path, sha256: str):
     """An fp32 CPU CLIP model and its tokenizer from an OpenAI archive or an open_clip state dict.
 
-    Kept for the process's life (per weights digest): adding several classes loads CLIP once.
+    Kept for the process's life, keyed by the weights' digest: adding several classes loads CLIP once,
+    and a copy of the same file elsewhere is not loaded again.
     """
+    if sha256 not in _LOADED_CLIP:
+        _LOADED_CLIP.clear()
+        _LOADED_CLIP[sha256] = _read_clip(path)
+    return _LOADED_CLIP[sha256]
+
+
+def _read_clip(path: Path):
     try:
         import open_clip
     except ImportError as error:
