@@ -73,6 +73,9 @@ def test_nrrd_in_lps_space_reads_as_ras(tmp_path):
     scan = read_scan(tmp_path / "case.nrrd")
     np.testing.assert_array_equal(scan.image, volume)
     np.testing.assert_allclose(scan.affine, RAS_AFFINE, atol=1e-5)
+    nrrd.write(str(tmp_path / "slice.nrrd"), volume[:, :, 0])
+    with pytest.raises(ScanError, match="a 2D image of shape"):
+        read_scan(tmp_path / "slice.nrrd")
 
 
 def test_dicom_folder_reads_its_ct_series_in_hu(tmp_path):

@@ -4,6 +4,7 @@ subsets, resuming, and bad inputs that fail alone."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -75,7 +76,9 @@ def test_report_counts_what_the_masks_hold(full_run):
 
 
 def test_class_subset_equals_the_same_classes_of_a_full_run(checkpoint, full_run, tmp_path):
+    """Written over a copy of the full run: the masks of the other classes do not stay behind."""
     ct = full_run.parent.parent / "ct.nii.gz"
+    shutil.copytree(full_run, tmp_path / "ct")
     argv = ["segment", str(ct), "-o", str(tmp_path), "--model", str(checkpoint), "--masks", "--quiet",
             "--classes", "Liver Tumor", "1", "left lung"]
     assert main(argv) == 0

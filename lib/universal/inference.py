@@ -115,13 +115,22 @@ class Segmentation:
 
     def save(self, folder: str | Path, masks: bool = False) -> Path:
         """Write ``segmentation.nii.gz``, with ``masks`` one ``masks/<Class Name>.nii.gz`` per class, and
-        ``report.json`` last (its presence marks a finished case). Returns the folder."""
+        ``report.json`` last (its presence marks a finished case). Returns the folder.
+
+        Writing over an earlier result first removes its report, and then its masks of classes this
+        result does not hold, so the folder never mixes two runs under a finished mark.
+        """
         folder, started = Path(folder), time.perf_counter()
+        (folder / REPORT_NAME).unlink(missing_ok=True)
         write_nifti(self.label_map, self.affine, folder / LABEL_MAP_NAME)
+        written = set()
         if masks:
             for class_id in self.class_ids:
-                name = self.catalog[class_id].name
-                write_nifti(self.mask(class_id).astype(np.uint8), self.affine, folder / MASKS_FOLDER / f"{name}.nii.gz")
+                path = folder / MASKS_FOLDER / f"{self.catalog[class_id].name}.nii.gz"
+                write_nifti(self.mask(class_id).astype(np.uint8), self.affine, path)
+                written.add(path)
+        for stale in set((folder / MASKS_FOLDER).glob("*.nii.gz")) - written:
+            stale.unlink()
         if "timings_s" in self.report:
             self.report["timings_s"]["write"] = round(time.perf_counter() - started, 3)
         atomic_write_text(folder / REPORT_NAME, json.dumps(self.report, indent=2) + "\n")
