@@ -1,4 +1,4 @@
-"""Released embeddings, CLIP text encoding (with a randomly initialised ViT-B-32) and its cache."""
+"""Released embeddings, CLIP text encoding (with a small randomly initialised CLIP) and its cache."""
 
 from __future__ import annotations
 
@@ -15,11 +15,21 @@ from universal.text import TextEncoder, catalog_embeddings, load_released_embedd
 
 @pytest.fixture(scope="session")
 def random_clip_weights(tmp_path_factory):
-    """A randomly initialised open_clip ViT-B-32 saved as a state dict (no CLIP weights can be downloaded)."""
-    open_clip = pytest.importorskip("open_clip")
+    """A randomly initialised CLIP saved as a state dict (no CLIP weights can be downloaded).
+
+    It has ViT-B/32's text interface (77-token context, 49,408-token vocabulary, 512-d output) with
+    one-layer, 64-wide towers: open_clip builds the network from the file's shapes, so the library
+    loads it exactly as it loads OpenAI's ViT-B-32.pt, at a small fraction of the cost.
+    """
+    model_module = pytest.importorskip("open_clip.model")
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
-    path = tmp_path_factory.mktemp("clip") / "random-ViT-B-32.pt"
+    model = model_module.CLIP(
+        embed_dim=512,
+        vision_cfg=model_module.CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=64),
+        text_cfg=model_module.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1),
+        quick_gelu=True,
+    )
+    path = tmp_path_factory.mktemp("clip") / "random-clip.pt"
     torch.save(model.state_dict(), path)
     return path
 
