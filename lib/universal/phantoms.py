@@ -307,7 +307,7 @@ DATASETS = (
 
 def write_datasets(
     folder: str | Path,
-    datasets: Iterable[str] | None = None,
+    datasets: Iterable[str | DatasetSpec] | None = None,
     cases_per_dataset: int = 2,
     seed: int = 0,
     shape: Sequence[int] = DATASET_SHAPE,
@@ -315,7 +315,7 @@ def write_datasets(
     orientation: str | None = None,
     noise: float = 12.0,
 ) -> list[Path]:
-    """Write partially labelled datasets (:data:`DATASETS`, or those named) under ``folder``.
+    """Write partially labelled datasets (:data:`DATASETS`, those named, or specs) under ``folder``.
 
     Each dataset is a folder ``folder/NAME`` with ``imagesTr/``, ``labelsTr/`` and ``dataset.json``;
     its label files use the dataset's own numbering (:meth:`DatasetSpec.encode`). Every case is a
@@ -328,7 +328,7 @@ def write_datasets(
     make = functools.partial(make_phantom, shape=shape, spacing=spacing, noise=noise)
     folders = []
     for spec in specs:
-        index = DATASETS.index(spec)
+        index = DATASETS.index(spec) if spec in DATASETS else len(DATASETS) + specs.index(spec)
         seeds = [int(np.random.SeedSequence([seed, index, n]).generate_state(1)[0]) for n in range(cases_per_dataset)]
         cases = (make(s, orientation=orientation or spec.orientation, lesions=spec.lesions) for s in seeds)
         folders.append(_write_dataset(Path(folder) / spec.name, spec, cases))
@@ -421,14 +421,15 @@ def _check_lesions(lesions: bool | Iterable[str]) -> set[int]:
     return ids
 
 
-def _select_datasets(names: Iterable[str] | None) -> list[DatasetSpec]:
-    """The specs of :data:`DATASETS` named in ``names`` (any case), or all of them for None."""
+def _select_datasets(names: Iterable[str | DatasetSpec] | None) -> list[DatasetSpec]:
+    """The specs of :data:`DATASETS` named in ``names`` (any case) or given as specs, or all of them
+    for None."""
     if names is None:
         return list(DATASETS)
     by_name = {spec.name.lower(): spec for spec in DATASETS}
     chosen = []
     for name in [names] if isinstance(names, str) else names:
-        spec = by_name.get(str(name).lower())
+        spec = name if isinstance(name, DatasetSpec) else by_name.get(str(name).lower())
         if spec is None:
             known = ", ".join(s.name for s in DATASETS)
             raise UniversalError(f"unknown dataset {name!r}; choose from {known}")

@@ -94,6 +94,24 @@ def read_scan(path: str | Path, series: str | None = None) -> Scan:
     return Scan(image=check_ct_volume(image, path), affine=affine, name=case_name(path), source=str(path))
 
 
+def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A label map (uint8 (X, Y, Z), values 0..255) and its RAS+ affine from a NIfTI or NRRD file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScanError(f"{path}: no such label file")
+    try:
+        labels, affine = _read_volume(path, None)
+    except Exception as error:
+        raise ScanError(f"{path}: cannot be read as a label map ({str(error).strip()[:200]})") from error
+    if labels.ndim == 4 and labels.shape[3] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 3:
+        raise ScanError(f"{path}: a label map must be a 3D volume, got shape {labels.shape}")
+    if not np.isfinite(labels).all() or labels.min() < 0 or labels.max() > 255 or np.any(labels != np.round(labels)):
+        raise ScanError(f"{path}: a label map holds whole numbers 0..255, one per voxel")
+    return labels.astype(np.uint8), affine
+
+
 def _read_volume(path: Path, series_uid: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (X, Y, Z) and RAS+ affine: nibabel for NIfTI, SimpleITK for NRRD and DICOM series."""
     if series_uid is not None:
