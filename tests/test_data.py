@@ -41,7 +41,7 @@ def test_packaged_templates_name_catalogue_classes():
     assert sorted(CATALOG[n].id for n in templates["CT-ORG"].classes) == [2, 3, 6, 16, 17, 21]
     assert find_template(templates, "Task03_Liver").name == "MSD-Liver"
     assert find_template(templates, "task 08 hepaticvessel") is None
-    assert find_template(templates, "task08-hepatic_vessel").name == "MSD-HepaticVessel"
+    assert find_template(templates, "TASK08-hepaticvessel").name == "MSD-HepaticVessel"
 
 
 def test_a_users_template_file_adds_and_replaces(tmp_path):

@@ -123,6 +123,8 @@ def template_from_label_names(name: str, label_names: Mapping, catalog: Catalog)
         if not str(value).isdigit() or str(label) not in catalog:
             return None
         labels[int(value)] = (catalog[str(label)].name,)
+    if not labels:
+        return None
     return DatasetTemplate(name, dict(sorted(labels.items())), description="from the label names of dataset.json")
 
 
