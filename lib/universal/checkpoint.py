@@ -7,7 +7,8 @@ Accepted sources:
   (``module.swinViT.*``, ``module.encoder1.*``, ``module.decoder5.*``);
 * plain state dicts in either naming, with or without ``module.``;
 * the own format (``format: universal-model``) written by :func:`save_model`: weights, the class
-  catalogue with its embeddings, the input the model expects, and provenance;
+  catalogue with its embeddings, the input the model expects, and provenance; and a training run's
+  ``checkpoint.pt``, which holds one;
 * a released model by name (``"unet"``, ``"swinunetr"``), resolved locally or downloaded and
   verified (:data:`RELEASED_CHECKPOINTS`).
 
@@ -48,6 +49,7 @@ RELEASED_CHECKPOINTS = {
 
 FORMAT = "universal-model"
 FORMAT_VERSION = 1
+TRAINING_FORMAT = "universal-training"  # universal.training's resumable state, with the model inside
 
 # Released names → this library's names (prefix renames, applied after stripping "module.").
 _RENAMES = (("organ_embedding", "class_embeddings"), ("precls_conv.", "feature_head."), ("GAP.", "image_pool."))
@@ -117,6 +119,8 @@ def read_checkpoint(source: str | Path | Mapping) -> Checkpoint:
     content = _torch_load(source) if isinstance(source, str | Path) else source
     if not isinstance(content, Mapping):
         raise CheckpointError(f"{_describe(source)} holds a {type(content).__name__}, not a checkpoint dictionary")
+    if content.get("format") == TRAINING_FORMAT and isinstance(content.get("model"), Mapping):
+        content = content["model"]  # a training run's checkpoint holds the model in the own format
     if content.get("format") == FORMAT:
         return _read_own(content, source)
     for container in ("net", "state_dict", "model"):
@@ -136,6 +140,13 @@ def save_model(model: UniversalModel, path: str | Path, *, provenance: Mapping |
     The file holds the weights, the catalogue (names, prompts, embeddings), the expected input and
     provenance (``model.provenance`` updated with ``provenance``).
     """
+    with atomic_open(path) as stream:
+        torch.save(model_record(model, provenance=provenance), stream)
+    return Path(path)
+
+
+def model_record(model: UniversalModel, *, provenance: Mapping | None = None) -> dict:
+    """The own-format dictionary of ``model`` (what :func:`save_model` writes), tensors on the CPU."""
     record = {
         **model.provenance,
         **(provenance or {}),
@@ -153,9 +164,7 @@ def save_model(model: UniversalModel, path: str | Path, *, provenance: Mapping |
         "provenance": record,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not _ignored(k)},
     }
-    with atomic_open(path) as stream:
-        torch.save(content, stream)
-    return Path(path)
+    return content
 
 
 # -- reading ----------------------------------------------------------------------------------

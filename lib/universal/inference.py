@@ -68,20 +68,25 @@ class InferenceSettings:
             raise UniversalError(f"threshold must lie between 0 and 1, got {self.threshold}")
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as error:
-            raise UniversalError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from error
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UniversalError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        return device
+        return resolve_device(self.device)
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         if self.precision == "auto":
             return torch.float16 if device.type == "cuda" else torch.float32
         return PRECISIONS[self.precision]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UniversalError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UniversalError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return device
 
 
 @dataclass(eq=False)
