@@ -95,6 +95,60 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     seg.set_defaults(run=run_segment)
 
+    prepare = commands.add_parser(
+        "prepare",
+        help="list the cases of partially labelled datasets, with the classes each annotates",
+        description="Write a datalist (JSON) of dataset folders in MSD layout (dataset.json) or with "
+        "imagesTr/ and labelsTr/. A folder's template (prompts/datasets.yaml, or --templates) is found by "
+        "its dataset.json name or folder name; FOLDER=TEMPLATE names it.",
+    )
+    prepare.add_argument("folders", nargs="+", metavar="FOLDER[=TEMPLATE]", help="dataset folder")
+    prepare.add_argument("-o", "--output", type=Path, required=True, help="datalist file to write (.json)")
+    prepare.add_argument("--templates", type=Path, action="append", default=[],
+                         help="YAML file of more dataset templates (repeatable)")
+    prepare.add_argument("--validation-fraction", type=float, default=0.2,
+                         help="share of each dataset's cases held out for validation (default 0.2)")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
+    prepare.set_defaults(run=run_prepare)
+
+    fit = commands.add_parser(
+        "train",
+        help="train or fine-tune on a datalist, optionally teaching new classes",
+        description="Train on a datalist from `universal prepare`. RUN receives checkpoint.pt (resumable), "
+        "model.pt, metrics.csv, validation.csv and TensorBoard events. Start from --model, or from scratch "
+        "with --backbone. Under torchrun, every process trains and process 0 writes.",
+    )
+    fit.add_argument("datalist", type=Path, help="datalist written by `universal prepare`")
+    fit.add_argument("-o", "--output", type=Path, required=True, metavar="RUN", help="run folder")
+    fit.add_argument("--model", help="checkpoint file or released model (unet, swinunetr) to start from")
+    fit.add_argument("--backbone", choices=("unet", "swinunetr"), default="unet", help="from scratch: backbone")
+    fit.add_argument("--width", type=int, help="from scratch: backbone width (default: the released width)")
+    fit.add_argument("--spacing", type=float, help="from scratch: model-space voxel size in mm (default 1.5)")
+    fit.add_argument("--window", type=int, help="from scratch: sliding-window side in voxels (default 96)")
+    fit.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    fit.add_argument("--batch-size", type=int, default=2, help="crops per network call (default 2)")
+    fit.add_argument("--accumulate", type=int, default=1, help="network calls per step (default 1)")
+    fit.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    fit.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps (default 100)")
+    fit.add_argument("--crop", type=int, help="crop side in voxels (default: the model's window)")
+    fit.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                     help="auto: bfloat16 autocast on GPUs that support it, else float32")
+    fit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    fit.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end)")
+    fit.add_argument("--add-class", action="append", default=[], metavar="NAME", help="teach a new class (repeatable)")
+    fit.add_argument("--prompt", action="append", default=[], help="prompt of the n-th --add-class")
+    fit.add_argument("--embedding", action="append", type=Path, default=[],
+                     help="512-value embedding (.pt or .npy) of the n-th --add-class, instead of CLIP")
+    fit.add_argument("--freeze-base", action="store_true",
+                     help="train only the new classes: every other class stays exactly as it was")
+    fit.add_argument("--no-distill", action="store_true",
+                     help="with new classes and no --freeze-base: do not distil the old classes")
+    fit.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=run_train)
+
     phantom = commands.add_parser(
         "phantom",
         help="write a synthetic abdominal CT and its labels, or partially labelled datasets (--datasets)",
@@ -228,6 +282,51 @@ def run_segment(args: argparse.Namespace) -> int:
     if failed:
         print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from .data import load_templates, prepare_datalist
+
+    folders, names = zip(*(f.split("=", 1) if "=" in f else (f, None) for f in args.folders), strict=True)
+    datalist = prepare_datalist(folders, templates=load_templates(*args.templates), template_names=names,
+                                validation_fraction=args.validation_fraction, seed=args.seed)
+    datalist.save(args.output)
+    for name, template in datalist.templates.items():
+        train = sum(c["dataset"] == name for c in datalist.training)
+        held = sum(c["dataset"] == name for c in datalist.validation)
+        print(f"{name}: {train} training, {held} validation cases; annotates {', '.join(template.classes)}")
+    print(f"wrote {args.output}")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .model import InputSpec
+    from .training import NewClass, TrainSettings, process_group, train
+
+    if len(args.prompt) > len(args.add_class) or len(args.embedding) > len(args.add_class):
+        raise UniversalError("each --prompt and --embedding belongs to an --add-class given before it")
+    new = [
+        NewClass(name, args.prompt[i] if i < len(args.prompt) else None,
+                 read_embedding(args.embedding[i]) if i < len(args.embedding) else None)
+        for i, name in enumerate(args.add_class)
+    ]
+    spec = None
+    if args.spacing or args.window:
+        spec = InputSpec(spacing=(args.spacing or 1.5,) * 3, window_size=(args.window or 96,) * 3)
+    settings = TrainSettings(
+        steps=args.steps, batch_size=args.batch_size, accumulate=args.accumulate, learning_rate=args.lr,
+        warmup_steps=args.warmup_steps, crop_size=(args.crop,) * 3 if args.crop else None,
+        precision=args.precision, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every, freeze_base=args.freeze_base, distill=not args.no_distill,
+    )
+    with process_group():
+        result = train(args.datalist, args.output, model=args.model, settings=settings, add_classes=new,
+                       backbone=args.backbone, width=args.width, input_spec=spec, resume=args.resume,
+                       progress=not args.quiet)
+    if result.old_classes_before:
+        print("old classes before: " + ", ".join(f"{k} {v:.3f}" for k, v in result.old_classes_before.items()))
+    if result.validation:
+        print("validation Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items()))
+    print(f"trained {result.steps} steps; wrote {result.run_dir / 'model.pt'}")
 
 
 def run_phantom(args: argparse.Namespace) -> None:
