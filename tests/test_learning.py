@@ -1,0 +1,120 @@
+"""Learning on partial labels (opt-in: `pytest -m learning`, tens of minutes on two CPU cores):
+
+* two phantom datasets that annotate disjoint classes train one small model that segments their
+  union on unseen patients;
+* a class annotated only by a third dataset is taught with the base frozen, and the old classes
+  compute exactly as before.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from partial_labels import LIVER, write_partial_datasets
+
+import universal
+from universal.cli import main
+from universal.data import load_templates, prepare_datalist
+from universal.inference import InferenceSettings, Segmenter
+from universal.phantoms import make_phantom
+from universal.scans import Scan
+from universal.training import NewClass, TrainSettings, dice, train
+
+pytestmark = pytest.mark.learning
+
+# Phantoms of 410 × 410 × 480 mm; the model works at 6 mm with 24³ windows (144 mm).
+PHANTOM = {"shape": (64, 64, 48), "spacing": (6.4, 6.4, 10.0)}
+LARGE_ORGANS = ("Liver", "Spleen", "Right Kidney", "Left Kidney", "Stomach")
+BASE_STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), 4, **PHANTOM)
+
+
+@pytest.fixture(scope="module")
+def unseen():
+    """Two patients no dataset holds: (scan, truth masks by class name)."""
+    cases = []
+    for seed in (9001, 9002):
+        phantom = make_phantom(seed, **PHANTOM)
+        ids = universal.Catalog.default()
+        truth = {name: np.isin(phantom.label, ids.ids([name])) for name in LARGE_ORGANS}
+        truth["Liver"] = np.isin(phantom.label, ids.ids(LIVER))
+        truth["Kidneys"] = truth["Right Kidney"] | truth["Left Kidney"]
+        cases.append((Scan(phantom.image.astype(np.float32), phantom.affine, f"unseen{seed}"), truth))
+    return cases
+
+
+def scores(model, cases, classes) -> dict[str, float]:
+    """Mean Dice per class over ``cases`` on the scans' grids (whole pipeline, post-processing on)."""
+    segmenter = Segmenter(model, InferenceSettings(device="cpu"), progress=False)
+    found: dict[str, list[float]] = {name: [] for name in classes}
+    for scan, truth in cases:
+        result = segmenter(scan, classes)
+        for name in classes:
+            found[name].append(dice(result.mask(name), truth[name]))
+    return {name: float(np.mean(v)) for name, v in found.items()}
+
+
+@pytest.fixture(scope="module")
+def base(datasets, reference, tmp_path_factory):
+    """A width-8 U-Net trained from scratch through the CLI on the two disjoint datasets (its class
+    embeddings are the released ones)."""
+    root = tmp_path_factory.mktemp("base")
+    datalist = root / "datalist.json"
+    assert main(["prepare", str(datasets["organs"]), str(datasets["kidneys"]), "--templates",
+                 str(datasets["templates"]), "--validation-fraction", "0.25", "-o", str(datalist)]) == 0
+    torch.set_num_threads(2)
+    arguments = ["train", str(datalist), "-o", str(root / "run"), "--width", "8", "--spacing", "6",
+                 "--window", "24", "--steps", str(BASE_STEPS), "--lr", "3e-3", "--warmup-steps", "10",
+                 "--checkpoint-every", "0", "--quiet"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UNIVERSAL_TEXT_EMBEDDINGS", str(reference / "txt_encoding.pth"))
+        assert main(arguments) == 0
+    return root / "run"
+
+
+def test_disjoint_datasets_teach_one_model_their_union(base, unseen):
+    model = universal.load_model(base / "model.pt")
+    assert model.catalog.names == ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney"]
+    found = scores(model, unseen, LARGE_ORGANS)
+    print("unseen patients, Dice:", json.dumps(found))
+    assert np.mean(list(found.values())) >= 0.8, found
+    run = json.loads((base / "run.json").read_text())
+    assert run["datasets"] == {"Organs": ["Liver", "Spleen", "Stomach"], "Kidneys": ["Right Kidney", "Left Kidney"]}
+    with (base / "metrics.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(r["step"]) for r in rows] == list(range(1, BASE_STEPS + 1))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    with (base / "validation.csv").open() as stream:
+        validated = {r["class"] for r in csv.DictReader(stream)}
+    assert validated == set(LARGE_ORGANS)
+    assert any((base / "tensorboard").iterdir())
+
+
+def test_a_new_class_learns_with_the_base_frozen(base, datasets, unseen, tmp_path):
+    templates = load_templates(datasets["templates"])
+    datalist = prepare_datalist([datasets["both"]], templates=templates, validation_fraction=0)
+    start = universal.load_model(base / "model.pt")
+    kidneys = start.class_embeddings[3:5].mean(0)  # an embedding to start from, instead of CLIP's
+    result = train(datalist, tmp_path / "run", model=start, add_classes=[NewClass("Kidneys", embedding=kidneys)],
+                   settings=TrainSettings(steps=40, learning_rate=1e-4, embedding_learning_rate=3e-2,
+                                          warmup_steps=2, checkpoint_every=0, freeze_base=True), progress=False)
+    taught = universal.load_model(tmp_path / "run" / "model.pt")
+    assert taught.catalog.names[-1] == "Kidneys" and result.steps == 40
+    found = scores(taught, unseen, ["Kidneys"])
+    print("new class on unseen patients, Dice:", found)
+    assert found["Kidneys"] >= 0.7
+    before = universal.load_model(base / "model.pt")
+    window = torch.rand(1, 1, 24, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(before(window), taught(window, classes=list(range(1, 6))))
+    for key, value in before.state_dict().items():
+        if key != "class_embeddings":
+            assert torch.equal(value, taught.state_dict()[key]), key
