@@ -356,10 +356,10 @@ class Trainer:
         bar = _progress_bar(settings.steps, self.step, self.progress)
         try:
             while self.step < settings.steps:
-                started = time.perf_counter()
+                started, rate = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
                 loss = self.train_step()
                 self.step += 1
-                log.step(self.step, self.schedule.get_last_lr()[0], loss, time.perf_counter() - started)
+                log.step(self.step, rate, loss, time.perf_counter() - started)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if settings.validate_every and self.step % settings.validate_every == 0 and self.step < settings.steps:
@@ -368,15 +368,13 @@ class Trainer:
                     self.save()
                 if on_step is not None and self.rank == 0:
                     on_step(self.step)
+            self._sync_embeddings(detach=True)
+            result.steps = self.step
+            result.validation = self.validate() if self.validation_cases else {}
+            log.validation(self.step, result.validation)
         finally:
             bar.close()
             log.close()
-        self._sync_embeddings(detach=True)
-        result.steps = self.step
-        result.validation = self.validate() if self.validation_cases else {}
-        log = _RunLog(self.run_dir, self.step, enabled=self.rank == 0, truncate=False)
-        log.validation(self.step, result.validation)
-        log.close()
         self.save()
         return result
 
@@ -617,7 +615,7 @@ class _RunLog:
     """metrics.csv, validation.csv and TensorBoard events of a run; rows past ``step`` (left by an
     interrupted run) are dropped when it resumes."""
 
-    def __init__(self, run_dir: Path, step: int, enabled: bool, truncate: bool = True):
+    def __init__(self, run_dir: Path, step: int, enabled: bool):
         self.enabled = enabled
         self.writer = None
         if not enabled:
@@ -625,13 +623,12 @@ class _RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = run_dir / "metrics.csv"
         self.scores = run_dir / "validation.csv"
-        if truncate:
-            _keep_rows(self.metrics, ["step", "learning_rate", "loss", "seconds"], step)
-            _keep_rows(self.scores, ["step", "class", "dice"], step)
+        _keep_rows(self.metrics, ["step", "learning_rate", "loss", "seconds"], step)
+        _keep_rows(self.scores, ["step", "class", "dice"], step)
         with contextlib.suppress(ImportError):
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1 if truncate else None)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1)
 
     def step(self, step: int, rate: float, loss: float, seconds: float) -> None:
         if not self.enabled:
