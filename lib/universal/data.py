@@ -53,6 +53,11 @@ class DatasetTemplate:
         """The classes the dataset annotates, in label order."""
         return list(dict.fromkeys(name for names in self.labels.values() for name in names))
 
+    @property
+    def has_pairs(self) -> bool:
+        """Whether some value is a right/left pair, split by side."""
+        return any(len(names) == 2 for names in self.labels.values())
+
     def matches(self, name: str) -> bool:
         return normalize_name(name) in {normalize_name(n) for n in (self.name, *self.aliases)}
 
@@ -317,7 +322,7 @@ class PartialLabelTargetd:
         template = self.templates[data["dataset"]]
         label = np.asarray(data["label"])[0]
         left = data.get("left")
-        if left is None and any(len(names) == 2 for names in template.labels.values()):
+        if left is None and template.has_pairs:
             left = left_side_mask(label, np.asarray(data["image"])[0], template, self.catalog)
         left = None if left is None else np.asarray(left).reshape(label.shape).astype(bool)
         target = np.zeros((len(self.catalog), *label.shape), np.uint8)

@@ -574,7 +574,7 @@ class CropSampler:
             "dataset": case["dataset"],
         }
         template = self.templates[case["dataset"]]
-        if any(len(names) == 2 for names in template.labels.values()):
+        if template.has_pairs:
             left = left_side_mask(out["label"][0].numpy(), out["image"][0].numpy(), template, self.catalog)
             out["left"] = torch.from_numpy(left)[None]
         return out
