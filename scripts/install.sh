@@ -5,15 +5,32 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# --no-compile: byte-compiling every module of torch and its CUDA libraries at install costs minutes of
-# CPU; Python compiles the modules it imports on first use instead. Python 3.11's own pip (23.2) does
-# editable installs of pyproject projects, so pip itself is not upgraded (minutes on a slow network).
-PIP=(.venv/bin/python -m pip install --quiet --no-compile)
 step() { echo "install: $1 ($SECONDS s so far)"; }
+
+# uv resolves and unpacks in parallel: pip takes close to an hour for torch's 5.5 GB of CUDA wheels
+# on a slow index, uv minutes. uv does not read pip's configuration, so the machine's local indexes,
+# wheel folders and constraints are passed on from it; with several indexes, the best version
+# wins wherever it lies (a local index may hold a release the main index also serves).
+# --no-compile: Python compiles the modules it imports on first use instead of all of torch now.
+pip_conf() { .venv/bin/python -m pip config get "global.$1" 2>/dev/null || true; }
+UV=(.venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-compile
+    --index-strategy unsafe-best-match)
+for url in $(pip_conf extra-index-url); do UV+=(--extra-index-url "$url"); done
+for dir in $(pip_conf find-links); do UV+=(--find-links "$dir"); done
+for file in $(pip_conf constraint); do UV+=(--constraint "$file"); done
+PIP=(.venv/bin/python -m pip install --quiet --no-compile)
+
+step "uv"
+if "${PIP[@]}" "uv==0.13.9"; then
+    INSTALL=("${UV[@]}")
+else
+    echo "install: uv could not be installed; falling back to pip (much slower)"
+    INSTALL=("${PIP[@]}")
+fi
 step "requirements"
-"${PIP[@]}" -r requirements.txt
+"${INSTALL[@]}" -r requirements.txt
 step "monailabel"
-"${PIP[@]}" --no-deps -r requirements-monailabel.txt
+"${INSTALL[@]}" --no-deps -r requirements-monailabel.txt
 step "the project"
-"${PIP[@]}" --no-deps -e .
+"${INSTALL[@]}" --no-deps -e .
 step "done"
