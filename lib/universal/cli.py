@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
     fit.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps (default 100)")
     fit.add_argument("--crop", type=int, help="crop side in voxels (default: the model's window)")
+    fit.add_argument("--max-grad-norm", type=float, default=1.0,
+                     help="clip the gradient norm to this (default 1.0; 0: no clipping)")
     fit.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                      help="auto: bfloat16 autocast on GPUs that support it, else float32")
     fit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
@@ -317,6 +319,7 @@ def run_train(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps, crop_size=(args.crop,) * 3 if args.crop else None,
         precision=args.precision, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, freeze_base=args.freeze_base, distill=not args.no_distill,
+        max_grad_norm=args.max_grad_norm,
     )
     with process_group():
         result = train(args.datalist, args.output, model=args.model, settings=settings, add_classes=new,

@@ -55,6 +55,8 @@ class TrainSettings:
     every other class computes exactly as before; ``distill``: when classes are added without
     ``freeze_base``, a frozen copy of the model teaches the old classes where a case does not
     annotate them. ``checkpoint_every`` / ``validate_every``: steps (0: only at the end).
+    ``max_grad_norm``: gradients are scaled down to this norm when larger (0: never), which keeps the
+    generated heads from diverging at high learning rates.
     """
 
     steps: int = 2000
@@ -72,6 +74,7 @@ class TrainSettings:
     freeze_base: bool = False
     distill: bool = True
     embedding_learning_rate: float = 1e-2
+    max_grad_norm: float = 1.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "accumulate"):
@@ -82,6 +85,8 @@ class TrainSettings:
                 raise UniversalError(f"{name.replace('_', ' ')} must not be negative, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.embedding_learning_rate <= 0 or self.weight_decay < 0:
             raise UniversalError("learning rates must be positive and weight decay not negative")
+        if self.max_grad_norm < 0:
+            raise UniversalError(f"max grad norm must not be negative (0: no clipping), got {self.max_grad_norm}")
         if self.precision not in ("auto", *PRECISIONS):
             raise UniversalError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
 
@@ -391,6 +396,9 @@ class Trainer:
         if self.settings.freeze_base and self.distributed:
             dist.all_reduce(self.new_embeddings.grad)
             self.new_embeddings.grad /= self.world
+        if self.settings.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.parameters, self.settings.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
