@@ -1,0 +1,84 @@
+"""The app's own routes (``/universal/...``) and answers to malformed request bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
+
+from universal.errors import CatalogError, UniversalError
+
+from .state import AppState, ModelNotReady, http_error
+
+log = logging.getLogger(__name__)
+NEW_CLASS_BODY = Annotated[dict, Body(examples=[{"name": "Appendix", "prompt": "A computerized tomography of a "
+                                                                                 "Appendix"}])]
+
+
+def class_router(current_state) -> APIRouter:
+    """``GET /universal/classes`` (the catalogue), ``POST /universal/classes`` (add one by name and
+    prompt) and ``GET /universal/versions`` (published models). ``current_state()`` returns the
+    running app's :class:`AppState`."""
+    router = APIRouter(prefix="/universal", tags=["Universal Model"])
+
+    @router.get("/classes", summary="The class catalogue of the model in use")
+    def list_classes():
+        state: AppState = current_state()
+        return {"classes": state.catalog().to_records(), "ready": state.ready}
+
+    @router.post("/classes", summary="Add a class by name and prompt; /info and /infer show it at once")
+    def add_class(body: NEW_CLASS_BODY):
+        state: AppState = current_state()
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise http_error(422, "a new class needs a 'name', e.g. {\"name\": \"Appendix\"}")
+        embedding = body.get("embedding")
+        if embedding is not None and (not isinstance(embedding, list) or len(embedding) != 512
+                                      or not all(isinstance(v, int | float) for v in embedding)):
+            raise http_error(422, "'embedding' must be a list of 512 numbers (a CLIP ViT-B/32 text embedding); "
+                                  "leave it out to embed the prompt")
+        try:
+            info = state.add_class(name.strip(), body.get("prompt") or None, embedding,
+                                   kind=str(body.get("kind") or "organ"), parents=body.get("parents") or (),
+                                   synonyms=body.get("synonyms") or ())
+        except ModelNotReady as error:
+            raise http_error(503, f"cannot add a class: {error}") from error
+        except CatalogError as error:
+            raise http_error(409 if "already exists" in str(error) else 422, str(error)) from error
+        except (UniversalError, ValueError) as error:
+            raise http_error(422, f"cannot add class '{name}': {error}") from error
+        return {"class": info.to_record(), "labels": state.catalog().label_map(), "version": state.version()}
+
+    @router.get("/versions", summary="Published models; restore one with --conf restore VERSION")
+    def versions():
+        state: AppState = current_state()
+        return state.store.index()
+
+    return router
+
+
+async def malformed_json(request: Request, error: json.JSONDecodeError) -> JSONResponse:
+    """400 for a ``params`` field (or body) that is not JSON."""
+    return JSONResponse(status_code=400, content={
+        "detail": f"the request's params are not valid JSON ({error.msg} at character {error.pos}); "
+                  "send a JSON object, e.g. params={\"threshold\": 0.5}"})
+
+
+async def library_error(request: Request, error: UniversalError) -> JSONResponse:
+    """422 (503 when the model is not ready) for a library error no task turned into an answer."""
+    return JSONResponse(status_code=503 if isinstance(error, ModelNotReady) else 422, content={"detail": str(error)})
+
+
+def install(fastapi_app, current_state) -> None:
+    """Add the routes and error answers to the running server (once per process)."""
+    if getattr(fastapi_app.state, "universal_routes", False):
+        return
+    fastapi_app.include_router(class_router(current_state))
+    fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
+    fastapi_app.add_exception_handler(UniversalError, library_error)
+    fastapi_app.middleware_stack = None  # rebuilt on the next request, with the handlers above
+    fastapi_app.state.universal_routes = True
+    log.info("routes added: GET/POST /universal/classes, GET /universal/versions")

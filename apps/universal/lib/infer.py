@@ -1,0 +1,133 @@
+"""The ``universal`` infer task: a request in, :class:`universal.Segmenter` on the image, a label map
+(values 1..K, names in ``label_names``) and the report out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+import universal
+from universal.annotations import viewer_label_map, write_label_file
+from universal.errors import UniversalError, UnknownClassError
+from universal.scans import ScanError
+
+from .state import MODEL_NAME, AppState, ModelNotReady, device_choices, http_error, parse_bool, parse_number
+
+log = logging.getLogger(__name__)
+
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+
+
+def parse_classes(value) -> list | None:
+    """``classes`` (or OHIF's ``label_prompt``): a list of names or ids, or one comma-separated
+    string; empty means every class."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    elif isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        items = value
+    else:
+        raise ValueError(f"classes must be a list of class names or ids, or a comma-separated string, not {value!r}")
+    return items or None
+
+
+def inference_settings(request: dict, default_device: str) -> universal.InferenceSettings:
+    """The request's ``threshold``, ``overlap``, ``postprocess`` and ``device``; ValueError or
+    UniversalError naming a malformed one."""
+    return universal.InferenceSettings(
+        threshold=parse_number("threshold", request.get("threshold"), 0.5, 1e-6, 1 - 1e-6),
+        overlap=parse_number("overlap", request.get("overlap"), 0.5, 0.0, 0.99),
+        postprocess=parse_bool("postprocess", request.get("postprocess"), True),
+        device=str(request.get("device") or default_device),
+    )
+
+
+class UniversalInfer(InferTask):
+    """Segmentation over the catalogue's classes. Request parameters: ``classes`` (subset, names or
+    ids), ``threshold``, ``overlap``, ``device``, ``postprocess``; ``result_extension`` (``.nrrd``,
+    ``.nii.gz``; default: the image's)."""
+
+    def __init__(self, state: AppState):
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels=None,
+            dimension=3,
+            description="CLIP-Driven Universal Model: abdominal organs and tumours in CT, classes named by prompts",
+            config={"classes": "", "threshold": 0.5, "overlap": 0.5, "postprocess": True,
+                    "device": device_choices()},
+        )
+        self.state = state
+
+    def info(self) -> dict:
+        self.labels = self.state.catalog().label_map()
+        return {**super().info(), **self.state.describe()}
+
+    def is_valid(self) -> bool:
+        return True  # listed even without weights: /info says whether it is ready
+
+    def get_path(self, validate=True):
+        return str(self.state.source) if self.state.source else None
+
+    def __call__(self, request) -> tuple[str, dict]:
+        started = time.perf_counter()
+        try:
+            settings = inference_settings(request, self.state.conf.device)
+            classes = parse_classes(request.get("classes") or request.get("label_prompt"))
+            extension = self._extension(request)
+        except (ValueError, UniversalError) as error:
+            raise http_error(422, f"bad inference parameter: {error}") from error
+        try:
+            model = self.state.model(settings.device)
+            segmenter = universal.Segmenter(model, settings, progress=False)
+            wanted = segmenter.catalog.ids(classes) if classes is not None else [c.id for c in segmenter.catalog]
+        except ModelNotReady as error:
+            raise http_error(503, str(error)) from error
+        except UnknownClassError as error:
+            raise http_error(422, f"{error}; GET /info lists the classes (models.{MODEL_NAME}.labels)") from error
+        except UniversalError as error:
+            raise http_error(422, str(error)) from error
+        loaded = time.perf_counter()
+        try:
+            scan = universal.read_scan(request["image"])
+        except ScanError as error:
+            raise http_error(422, f"the image cannot be segmented: {error}") from error
+        read = time.perf_counter()
+        try:
+            result = segmenter(scan, wanted)
+        except UniversalError as error:
+            raise http_error(422, f"the image cannot be segmented: {error}") from error
+        label_map, names = viewer_label_map(result.label_map, wanted, segmenter.catalog)
+        handle, path = tempfile.mkstemp(suffix=extension)
+        os.close(handle)
+        write_label_file(label_map, scan.affine, path)
+        for name, value in names.items():
+            result.report["classes"][name]["value"] = value
+        done = time.perf_counter()
+        log.info("segmented %s: %d classes in %.2f s", scan.name, len(wanted), done - started)
+        return path, {
+            "label_names": names,
+            "report": result.report,
+            "model": {"version": self.state.version(), "weights": str(self.state.source),
+                      "classes": len(segmenter.catalog)},
+            "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
+                          "infer": round(done - read, 3), "total": round(done - started, 3)},
+        }
+
+    @staticmethod
+    def _extension(request: dict) -> str:
+        extension = str(request.get("result_extension") or "")
+        if not extension:
+            name = Path(str(request.get("image", ""))).name.lower()
+            extension = next((e for e in RESULT_EXTENSIONS if name.endswith(e)), ".nii.gz")
+        extension = extension if extension.startswith(".") else f".{extension}"
+        if extension.lower() not in RESULT_EXTENSIONS:
+            raise ValueError(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {extension!r}")
+        return extension.lower()

@@ -1,0 +1,282 @@
+"""What the app's tasks share: its settings (``--conf``), the model folder, the loaded model and
+whether it is ready, and the errors it answers with."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from fastapi import HTTPException
+
+import universal
+from universal.annotations import Annotation, AnnotationError, read_annotation
+from universal.catalog import Catalog
+from universal.checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from universal.errors import UniversalError, WeightsUnavailableError
+from universal.inference import resolve_device
+from universal.model_store import ModelStore
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "universal"
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def http_error(status: int, message: str) -> HTTPException:
+    """An HTTP error whose body is ``{"detail": message}``."""
+    return HTTPException(status_code=status, detail=message)
+
+
+def parse_bool(name: str, value, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_number(name: str, value, default: float, low: float, high: float, *, integer: bool = False) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high or (integer and number != int(number)):
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
+    return int(number) if integer else number
+
+
+@dataclass(frozen=True)
+class AppConf:
+    """The app's ``--conf`` keys (values arrive as strings); see the README's table."""
+
+    models: str = MODEL_NAME
+    backbone: str = "unet"
+    weights: str = ""
+    download: bool = True
+    model_dir: str = ""
+    device: str = "auto"
+    restore: int = 0
+    max_epochs: float = 10.0
+    learning_rate: float = 1e-4
+    val_split: float = 0.2
+    gate_tolerance: float = 0.05
+    inline_scoring: int = 2
+    preload: bool = False
+
+    @classmethod
+    def parse(cls, conf: dict) -> AppConf:
+        """Raise ValueError naming a key whose value is not allowed."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(conf) - known - {"server_mode"})
+        if unknown:
+            log.warning("unknown --conf keys %s ignored; known keys: %s", unknown, ", ".join(sorted(known)))
+        models = conf.get("models", MODEL_NAME)
+        if models not in (MODEL_NAME, "all"):
+            raise ValueError(f"--conf models must be '{MODEL_NAME}' (or 'all'), got {models!r}")
+        backbone = conf.get("backbone", "unet")
+        if backbone not in RELEASED_CHECKPOINTS:
+            raise ValueError(f"--conf backbone must be {' or '.join(RELEASED_CHECKPOINTS)}, got {backbone!r}")
+        return cls(
+            models=MODEL_NAME,
+            backbone=backbone,
+            weights=conf.get("weights", ""),
+            download=parse_bool("--conf download", conf.get("download"), True),
+            model_dir=conf.get("model_dir", ""),
+            device=conf.get("device", "auto"),
+            restore=int(parse_number("--conf restore", conf.get("restore"), 0, 0, 1e9, integer=True)),
+            max_epochs=parse_number("--conf max_epochs", conf.get("max_epochs"), 10.0, 1e-3, 1e6),
+            learning_rate=parse_number("--conf learning_rate", conf.get("learning_rate"), 1e-4, 1e-9, 1.0),
+            val_split=parse_number("--conf val_split", conf.get("val_split"), 0.2, 0.0, 0.9),
+            gate_tolerance=parse_number("--conf gate_tolerance", conf.get("gate_tolerance"), 0.05, 0.0, 1.0),
+            inline_scoring=int(parse_number("--conf inline_scoring", conf.get("inline_scoring"), 2, 0, 1e6,
+                                            integer=True)),
+            preload=parse_bool("--conf preload", conf.get("preload"), False),
+        )
+
+
+class ModelNotReady(UniversalError):
+    """No weights yet (offline and absent, or still downloading)."""
+
+
+class AppState:
+    """The model folder, the weights in use and the loaded models (one per device), reloaded when
+    the published file changes."""
+
+    def __init__(self, app_dir: str | Path, conf: AppConf):
+        self.conf = conf
+        self.model_dir = Path(conf.model_dir).expanduser().resolve() if conf.model_dir else Path(app_dir) / "model"
+        self.store = ModelStore(self.model_dir)
+        self.source: Path | None = None
+        self.status = "looking for weights"
+        self.downloading = False
+        self._lock = threading.RLock()
+        self._models: dict[str, tuple[tuple, universal.UniversalModel]] = {}
+        self._catalog: tuple[tuple, Catalog] | None = None
+        self.refresh(download=False, announce=False)
+
+    # -- weights --
+
+    def refresh(self, download: bool = False, announce: bool = True) -> bool:
+        """Look for weights (model folder, ``--conf weights``, the release; downloading it only when
+        ``download``); returns whether the model is ready. Not ready: one log line says where to put
+        the file."""
+        try:
+            if download:
+                self.downloading = True
+                self.status = f"downloading the released {self.conf.backbone} weights"
+            source = self.store.resolve_weights(self.conf.weights or None, self.conf.backbone,
+                                                download=download and self.conf.download)
+        except UniversalError as error:
+            with self._lock:
+                before = self.status
+                self.source = None
+                self.status = (f"not ready: {error} (start the server with --conf weights PATH)"
+                               if isinstance(error, WeightsUnavailableError) else f"not ready: {error}")
+            if announce and self.status != before:
+                log.warning("Universal Model %s", self.status)
+            return False
+        finally:
+            self.downloading = False
+        with self._lock:
+            changed = source != self.source
+            self.source = source
+            self.status = "ready"
+        if changed and announce:
+            released = next((r for r in RELEASED_CHECKPOINTS.values() if Path(r.filename).name == source.name), None)
+            licence = f"; licence: {released.licence}" if released else ""
+            log.info("Universal Model weights: %s%s", source, licence)
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.source is not None
+
+    def source_key(self) -> tuple:
+        """Identifies the weights file's content: (path, modification time, size)."""
+        if self.source is None:
+            return ()
+        try:
+            stat = self.source.stat()
+        except OSError:
+            return (str(self.source),)
+        return str(self.source), stat.st_mtime_ns, stat.st_size
+
+    def version(self) -> int | None:
+        """The published version in use, or ``None`` for weights from outside the model folder."""
+        if self.source is None or self.source != self.store.current_path:
+            return None
+        return self.store.index().get("current")
+
+    def model_key(self) -> str:
+        """A short name of the weights in use, for caching scores."""
+        version = self.version()
+        if version is not None:
+            return f"v{version}"
+        key = self.source_key()
+        return f"{Path(key[0]).name}@{key[1]}" if len(key) > 1 else "none"
+
+    def require_source(self) -> Path:
+        """The weights file in use; :class:`ModelNotReady` with the status when there is none."""
+        if self.source is None or not self.source.is_file():
+            self.refresh(download=False)
+        if self.source is None:
+            raise ModelNotReady(f"the Universal Model is {self.status}")
+        return self.source
+
+    def model(self, device: str = "cpu") -> universal.UniversalModel:
+        """The model in use on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), loaded once per
+        weights file."""
+        source = self.require_source()
+        target = resolve_device(device)
+        with self._lock:
+            key = self.source_key()
+            cached = self._models.get(str(target))
+            if cached is None or cached[0] != key:
+                log.info("loading the Universal Model from %s onto %s", source, target)
+                self._models[str(target)] = (key, universal.load_model(source, target))
+            return self._models[str(target)][1]
+
+    def catalog(self) -> Catalog:
+        """The classes of the model in use (without loading it when the file names them), or of the
+        model folder's catalogue, or the released ones."""
+        with self._lock:
+            key = self.source_key()
+            if self._catalog is not None and self._catalog[0] == key:
+                return self._catalog[1]
+            catalog = self._read_catalog()
+            self._catalog = (key, catalog)
+            return catalog
+
+    def _read_catalog(self) -> Catalog:
+        if self.source is not None and self.source == self.store.current_path and self.store.catalog_path.is_file():
+            return Catalog.from_yaml(self.store.catalog_path)
+        if self.source is not None:
+            cached = next((m for k, m in self._models.values() if k == self.source_key()), None)
+            if cached is not None:
+                return cached.catalog
+            try:
+                return read_checkpoint(self.source).catalog or Catalog.default()
+            except UniversalError:
+                return Catalog.default()
+        if self.store.catalog_path.is_file():
+            return Catalog.from_yaml(self.store.catalog_path)
+        return Catalog.default()
+
+    def describe(self) -> dict:
+        """The model's state for /info (weights placed since the last look are found)."""
+        if not self.ready and not self.downloading:
+            self.refresh(download=False)
+        return {
+            "ready": self.ready,
+            "status": self.status,
+            "weights": str(self.source) if self.source else None,
+            "backbone": self.conf.backbone,
+            "version": self.version(),
+            "model_dir": str(self.model_dir),
+            "versions": len(self.store.versions()) if self.store.folder.is_dir() else 0,
+        }
+
+    # -- classes --
+
+    def add_class(self, name: str, prompt: str | None = None, embedding=None, *, kind: str = "organ",
+                  parents=(), synonyms=()) -> universal.ClassInfo:
+        """Add a class to the model in use and publish it (CLIP embeds the prompt unless
+        ``embedding`` is given)."""
+        source = self.require_source()
+        info = self.store.add_class(source, name, prompt, embedding, kind=kind, parents=parents, synonyms=synonyms)
+        self.refresh(download=False)
+        log.info("class added: %s (id %d, prompt %r)", info.name, info.id, info.prompt)
+        return info
+
+    # -- annotations --
+
+    def annotations(self, datastore) -> list[Annotation]:
+        """The datastore's final labels, each with the classes it annotates; unusable ones are logged
+        and left out."""
+        catalog = self.catalog()
+        found = []
+        for image_id in sorted(datastore.get_labeled_images()):
+            info = datastore.get_label_info(image_id, "final") or {}
+            try:
+                found.append(read_annotation(image_id, datastore.get_image_uri(image_id),
+                                             datastore.get_label_uri(image_id, "final"), info.get("label_info"),
+                                             catalog))
+            except (AnnotationError, UniversalError) as error:
+                log.warning("final label of %s left out of training: %s", image_id, error)
+        return found
+
+
+def device_choices() -> list[str]:
+    """Device options for the clients' option tables, the default first."""
+    return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]

@@ -1,0 +1,169 @@
+"""MONAI Label app for the CLIP-Driven Universal Model.
+
+Start with ``monailabel start_server --app apps/universal --studies DIR --conf models universal``
+(``--conf`` keys: see the README). The app is a door into the ``universal`` library: the tasks in
+``lib/`` turn requests into library calls and library errors into HTTP answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from lib.activelearning import (
+    FirstStrategy,
+    LesionStrategy,
+    RandomStrategy,
+    UncertaintyScoring,
+    UncertaintyStrategy,
+)
+from lib.datastore import CheckedDatastore
+from lib.endpoints import install
+from lib.infer import UniversalInfer
+from lib.state import MODEL_NAME, AppConf, AppState, ModelNotReady, http_error
+from lib.trainer import UniversalTrainer
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+
+import universal
+from universal.annotations import AnnotationError, read_annotation
+from universal.catalog import normalize_name
+from universal.errors import UniversalError
+
+log = logging.getLogger(__name__)
+
+
+class UniversalApp(MONAILabelApp):
+    """Infer task, trainer, scoring and strategies named ``universal`` (plus ``lesion``, ``random``
+    and ``first``), over a model folder (``<app>/model`` or ``--conf model_dir``)."""
+
+    def __init__(self, app_dir, studies, conf):
+        try:
+            self.app_conf = AppConf.parse(conf or {})
+        except ValueError as error:
+            raise SystemExit(f"Universal Model app: {error}") from error
+        self.state = AppState(app_dir, self.app_conf)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Universal Model",
+            description="CLIP-Driven Universal Model: 25 abdominal organs and 6 tumour types in CT, named by "
+                        "text prompts; new structures are taught by name",
+            version=universal.__version__,
+        )
+
+    # -- tasks --
+
+    def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return CheckedDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            check_label=self.check_label,
+        )
+
+    def init_infers(self):
+        return {MODEL_NAME: UniversalInfer(self.state)}
+
+    def init_trainers(self):
+        return {MODEL_NAME: UniversalTrainer(self.state)}
+
+    def init_strategies(self):
+        return {
+            "uncertainty": UncertaintyStrategy(self.state),
+            "lesion": LesionStrategy(self.state),
+            "random": RandomStrategy(),
+            "first": FirstStrategy(),
+        }
+
+    def init_scoring_methods(self):
+        return {"uncertainty": UncertaintyScoring(self.state)}
+
+    # -- server life --
+
+    def server_mode(self, mode: bool):
+        super().server_mode(mode)
+        if mode:
+            import monailabel.app
+            from monailabel.interfaces.utils.app import app_instance
+
+            install(monailabel.app.app, lambda: app_instance().state)
+
+    def on_init_complete(self):
+        if self.app_conf.restore and self.state.store.index().get("restored") != self.app_conf.restore:
+            try:
+                self.state.store.restore(self.app_conf.restore)
+            except UniversalError as error:
+                log.error("--conf restore %d: %s", self.app_conf.restore, error)
+        ready = self.state.refresh(download=False, announce=False)
+        if ready:
+            log.info("Universal Model weights: %s (version %s)", self.state.source, self.state.version())
+            if self.app_conf.preload:
+                self.state.model(self.app_conf.device)
+        elif self.app_conf.download and not universal.download.offline():
+            threading.Thread(target=self.state.refresh, kwargs={"download": True}, name="weights",
+                             daemon=True).start()
+        else:
+            log.warning("Universal Model %s", self.state.status)
+        super().on_init_complete()
+
+    # -- requests --
+
+    def info(self, request=None):
+        meta = super().info()
+        meta["universal"] = self.state.describe()
+        meta["universal"]["classes"] = [
+            {k: v for k, v in record.items() if k in ("id", "name", "prompt", "kind", "color")}
+            for record in self.state.catalog().to_records()
+        ]
+        return meta
+
+    def infer(self, request, datastore=None):
+        if request.get("model") not in self._infers:
+            raise http_error(404, f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            store = datastore or self.datastore()
+            if not store.get_image_uri(image):
+                raise http_error(404, f"no image '{image}' in the datastore; use an id from "
+                                      "GET /datastore/?output=all, or upload the image as 'file'")
+        return super().infer(request, datastore)
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise http_error(404, f"no active learning strategy '{strategy}'; choose one of "
+                                  f"{', '.join(self._strategies)}")
+        try:
+            return super().next_sample(request)
+        except ModelNotReady as error:
+            raise http_error(503, str(error)) from error
+
+    def check_label(self, image_id: str, label_file: str, info: dict) -> dict:
+        """Refuse a final label the trainer could not use (422), adding the classes its
+        ``label_info`` names that the model lacks; returns the label info to keep."""
+        catalog = self.state.catalog()
+        try:
+            annotation = read_annotation(image_id, self.datastore().get_image_uri(image_id), label_file,
+                                         info.get("label_info"), catalog)
+        except AnnotationError as error:
+            raise http_error(422, f"label for '{image_id}' not saved: {error}") from error
+        new = list(dict.fromkeys(n for n in annotation.values.values() if n not in catalog))
+        for name in new:
+            try:
+                self.state.add_class(name)
+            except ModelNotReady as error:
+                raise http_error(503, f"label not saved: it names the new class '{name}', and {error}") from error
+            except UniversalError as error:
+                message = (f"label not saved: cannot add the new class '{name}': {error}. Add it first with "
+                           "POST /universal/classes (name, prompt, or a 512-value embedding)")
+                raise http_error(422, message) from error
+        catalog = self.state.catalog()
+        info["classes"] = sorted({catalog[name].name for name in annotation.values.values()
+                                  if normalize_name(name)}, key=lambda n: catalog[n].id)
+        return info

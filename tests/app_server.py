@@ -1,0 +1,93 @@
+"""A MONAI Label server with the Universal Model app, started on loopback for the app tests.
+
+:func:`start_server` copies ``apps/universal`` (so the server's model folder and logs stay out of the
+repository), starts ``monailabel start_server`` in its own process group on a free port, and waits
+for ``/info``; :meth:`Server.stop` kills the group (the server and any training or scoring process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+APP = REPOSITORY / "apps" / "universal"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    app_dir: Path
+    studies: Path
+    log: Path
+    process: subprocess.Popen
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=120, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=120, **kwargs)
+
+    def put(self, path: str, **kwargs) -> requests.Response:
+        return requests.put(self.url + path, timeout=120, **kwargs)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str, str], timeout: float = 150) -> Server:
+    """Start the app on ``studies`` with ``--conf`` pairs ``conf`` and extra environment ``env``.
+
+    Each process computes on one thread: the server, its training process and the tests share a
+    couple of cores, where threads that wait for each other cost more than they bring."""
+    app_dir = root / "app"
+    shutil.copytree(APP, app_dir, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    port = free_port()
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies",
+               str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "models", "universal"]
+    for key, value in conf.items():
+        command += ["--conf", key, value]
+    environment = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+                   "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env}
+    log = root / "server.log"
+    with log.open("w") as stream:
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment,
+                                   cwd=root, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", app_dir, studies, log, process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{server.log_text()[-4000:]}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(server.url + "/info/", timeout=30).status_code == 200:
+                return server
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"the server did not answer within {timeout} s:\n{server.log_text()[-4000:]}")
