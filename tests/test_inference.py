@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from universal import Catalog, InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.inference import pad_to_window
+from universal.inference import box_key, pad_to_window
 from universal.phantoms import make_phantom
 from universal.preprocess import preprocessing, to_scan_grid
 
@@ -30,8 +30,10 @@ class ConvNet(torch.nn.Module):
 
 
 def conv_segmenter(roi, overlap=0.5, batch_size=1) -> Segmenter:
+    """Every window computed (no localisation), in float32: the reference path."""
     model = UniversalModel("unet", width=8, input_spec=InputSpec(window_size=roi))
-    segmenter = Segmenter(model, InferenceSettings(overlap=overlap, batch_size=batch_size), progress=False)
+    settings = InferenceSettings(overlap=overlap, batch_size=batch_size, localize=False, precision="float32")
+    segmenter = Segmenter(model, settings, progress=False)
     net = ConvNet(len(CATALOG))
     segmenter.window_logits = lambda windows, boxes, channels: net(windows, [c + 1 for c in channels])
     return segmenter, net
@@ -70,12 +72,15 @@ def test_scan_grid_resampling_inverts_reorientation_and_zoom():
     assert np.array_equal(back, label)
 
 
-def oracle_segmenter(scan: Scan, truth_label: np.ndarray) -> Segmenter:
+def oracle_segmenter(scan: Scan, truth_label: np.ndarray, **settings) -> Segmenter:
     """A segmenter whose windows are answered from the phantom's own label in model space, without
     post-processing. Model space at 3 mm with 48³ windows, overlap 0.25: the geometry is the same code
-    at any spacing, and 8× fewer model-space voxels than at 1.5 mm keep the test short."""
+    at any spacing, and 8× fewer model-space voxels than at 1.5 mm keep the test short. The boxes of
+    the windows it answered are kept in ``segmenter.answered``."""
     model = UniversalModel("unet", width=8, input_spec=InputSpec(spacing=(3.0, 3.0, 3.0), window_size=(48, 48, 48)))
-    segmenter = Segmenter(model, InferenceSettings(overlap=0.25, postprocess=False), progress=False)
+    settings = {"overlap": 0.25, "postprocess": False, **settings}
+    segmenter = Segmenter(model, InferenceSettings(**settings), progress=False)
+    segmenter.answered = []
     spec = model.input_spec
     affine = torch.as_tensor(scan.affine)
     data = {key: MetaTensor(torch.from_numpy(value.astype(np.float32))[None], affine=affine)
@@ -90,6 +95,7 @@ def oracle_segmenter(scan: Scan, truth_label: np.ndarray) -> Segmenter:
     padded, _ = pad_to_window(truth.clamp(max=1).to(torch.uint8), spec.window_size)
 
     def answer(windows, boxes, channels):
+        segmenter.answered.extend(box_key(box) for box in boxes)
         return torch.stack([padded[(channels, *box)].float() * 40 - 20 for box in boxes])
 
     segmenter.window_logits = answer
@@ -115,3 +121,28 @@ def test_oracle_label_map_matches_the_phantom_on_its_grid(orientation, shape, sp
     report = result.report["classes"]["Liver"]
     assert report["voxels"] == np.count_nonzero(result.mask("Liver"))
     assert report["volume_ml"] == pytest.approx(report["voxels"] * np.prod(spacing) / 1000, rel=1e-3)
+
+
+def test_localised_classes_and_skipped_air_give_the_full_answer_with_fewer_windows():
+    """A phantom in a wide field of air, with a scrap of tissue in the far corner so that the crop to
+    the body keeps the air: asking for two organs runs the coarse grid, then only the windows that
+    reach them; air-only windows never run; the masks are those of the full pass."""
+    phantom = make_phantom(5, shape=(72, 60, 30), spacing=(6.0, 6.0, 8.0))
+    image = np.full((112, 96, 30), -1000.0, dtype=np.float32)
+    label = np.zeros(image.shape, dtype=np.uint8)
+    image[:72, :60], label[:72, :60] = phantom.image, phantom.label
+    image[-3:, -3:] = 40.0
+    scan = Scan(image, phantom.affine, "air")
+    classes = ["Liver", "Spleen"]
+    full = oracle_segmenter(scan, label, localize=False, skip_air=False)
+    fast = oracle_segmenter(scan, label)
+    reference, result = full(scan, classes), fast(scan, classes)
+    for name in classes:
+        assert np.array_equal(result.mask(name), reference.mask(name)), name
+        assert dice(result.mask(name), label == CATALOG[name].id) > 0.95
+    assert len(set(fast.answered)) == len(fast.answered)  # the coarse grid's windows are not run twice
+    assert len(fast.answered) < len(full.answered) / 2, (len(fast.answered), len(full.answered))
+    everything = oracle_segmenter(scan, label, skip_air=False)  # all classes: no localisation
+    skipped = oracle_segmenter(scan, label)
+    assert np.array_equal(skipped(scan).label_map, everything(scan).label_map)
+    assert len(skipped.answered) < len(everything.answered) / 2

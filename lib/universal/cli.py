@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=1, help="windows per network call (default 1)")
     seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     seg.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
-                     help="auto: float16 on CUDA, float32 on the CPU")
+                     help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
+    seg.add_argument("--every-window", action="store_true",
+                     help="run every window: do not skip windows of air nor localise a few classes first")
     seg.add_argument("--threshold", type=float, default=0.5, help="class probability threshold (default 0.5)")
     seg.add_argument("--no-postprocess", action="store_true", help="keep the thresholded masks as they are")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -267,6 +269,7 @@ def run_segment(args: argparse.Namespace) -> int:
     settings = InferenceSettings(
         overlap=args.overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
         threshold=args.threshold, postprocess=not args.no_postprocess,
+        skip_air=not args.every_window, localize=not args.every_window,
     )
     classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
 

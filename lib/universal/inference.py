@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from .report import class_statistics, lesion_findings
 from .scans import Scan, case_name, read_scan, write_nifti
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOCALIZE_MAX_CLASSES = 8  # above this, the classes' region is most of the body and the coarse grid saves nothing
+BACKGROUND_LOGIT = -1e4  # where no window was run: certainly background
 SIGMA_SCALE = 0.125  # Gaussian window weights: SD as a fraction of the window side (MONAI's default)
 REPORT_NAME, LABEL_MAP_NAME, MASKS_FOLDER = "report.json", "segmentation.nii.gz", "masks"
 
@@ -45,9 +48,17 @@ class InferenceSettings:
 
     ``overlap``: fraction of a window shared with its neighbour (0 ≤ overlap < 1). ``batch_size``:
     windows per network call. ``device``: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``,
-    ``"cuda"`` or ``"cuda:N"``. ``precision``: ``"auto"`` (float16 on CUDA, float32 on the CPU),
-    ``"float32"``, ``"bfloat16"`` or ``"float16"``. ``threshold``: probability above which a voxel
-    belongs to a class. ``postprocess``: apply :mod:`universal.postprocess`.
+    ``"cuda"`` or ``"cuda:N"``. ``precision``: ``"auto"`` (float16 on CUDA; bfloat16 on CPUs with
+    native bfloat16 arithmetic, float32 on other CPUs), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    ``threshold``: probability above which a voxel belongs to a class. ``postprocess``: apply
+    :mod:`universal.postprocess`.
+
+    Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
+    or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
+    computed, first runs the windows of a non-overlapping grid (a subset of the full grid), and then
+    only the windows that reach those classes' coarse masks grown by ``localize_margin`` voxels: inside
+    that region every window that covers a voxel is blended, as in a full pass; outside it is
+    background.
     """
 
     overlap: float = 0.5
@@ -56,6 +67,9 @@ class InferenceSettings:
     precision: str = "auto"
     threshold: float = 0.5
     postprocess: bool = True
+    skip_air: bool = True
+    localize: bool = True
+    localize_margin: int = 24
 
     def __post_init__(self):
         if not 0.0 <= self.overlap < 1.0:
@@ -66,14 +80,25 @@ class InferenceSettings:
             raise UniversalError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
         if not 0.0 < self.threshold < 1.0:
             raise UniversalError(f"threshold must lie between 0 and 1, got {self.threshold}")
+        if self.localize_margin < 0:
+            raise UniversalError(f"localize margin must not be negative, got {self.localize_margin} voxels")
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         if self.precision == "auto":
-            return torch.float16 if device.type == "cuda" else torch.float32
+            if device.type == "cuda":
+                return torch.float16
+            return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
         return PRECISIONS[self.precision]
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), where it is faster than
+    float32; elsewhere bfloat16 is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,26 +258,64 @@ class Segmenter:
         self, image: torch.Tensor, channels: Sequence[int], name: str = ""
     ) -> Iterator[tuple[slice, torch.Tensor]]:
         """Yield ``(z range, logits (K, X, Y, dz))`` slabs of the Gaussian-blended window logits, in order
-        along the last axis, each as soon as it is final; together they cover the image (1, X, Y, Z)."""
+        along the last axis, each as soon as it is final; together they cover the image (1, X, Y, Z).
+        Voxels that no run window covers (air, or outside the localised region) get ``BACKGROUND_LOGIT``."""
         roi, size = self.model.input_spec.window_size, self.settings.batch_size
         padded, inside = pad_to_window(image, roi)
         boxes = window_boxes(padded.shape[1:], roi, self.settings.overlap)
+        if self.settings.skip_air:
+            boxes = [box for box in boxes if bool(padded[(slice(None), *box)].max() > 0)]
+        known: dict[tuple, torch.Tensor] = {}  # logits (K, *roi) of windows already run, by box_key
+        region = None
+        if self.settings.localize and len(channels) <= LOCALIZE_MAX_CLASSES and boxes:
+            known, region = self._localize(padded, boxes, channels, name)
+            boxes = [box for box in boxes if box_key(box) in known or region.reaches(box)]
         starts = sorted({box[2].start for box in boxes})
         band = BlendBand(len(channels), padded.shape[1:3], gaussian_weights(roi, self.device))
-        with _progress(len(boxes), name or "windows", "window", self.progress) as progress, torch.inference_mode():
-            for start, next_start in itertools.pairwise([*starts, padded.shape[-1]]):
+        todo = sum(box_key(box) not in known for box in boxes)
+        with _progress(todo, name or "windows", "window", self.progress) as progress, torch.inference_mode():
+            for start, next_start in itertools.pairwise([*sorted({0, *starts}), padded.shape[-1]]):
                 group = [box for box in boxes if box[2].start == start]
-                for batch in (group[i:i + size] for i in range(0, len(group), size)):
-                    windows = torch.stack([padded[(slice(None), *box)] for box in batch]).to(self.device)
-                    with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                        band.add(batch, self.window_logits(windows, batch, channels).float())
+                missing = [box for box in group if box_key(box) not in known]
+                for box in (box for box in group if box_key(box) in known):
+                    band.add([box], known.pop(box_key(box))[None])
+                for batch in (missing[i:i + size] for i in range(0, len(missing), size)):
+                    band.add(batch, self._run(padded, batch, channels))
                     progress.update(len(batch))
                 first, logits = band.release(next_start)
+                if region is not None:
+                    logits = region.restrict(logits, first)
                 depth = slice(max(first, inside[2].start), min(next_start, inside[2].stop))
                 if depth.start < depth.stop:
                     local = slice(depth.start - first, depth.stop - first)
                     offset = inside[2].start
                     yield slice(depth.start - offset, depth.stop - offset), logits[:, inside[0], inside[1], local]
+
+    def _run(self, padded: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int]) -> torch.Tensor:
+        """float32 logits (B, K, *roi) of the windows at ``boxes`` of the padded image."""
+        windows = torch.stack([padded[(slice(None), *box)] for box in boxes]).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.window_logits(windows, boxes, channels).float()
+
+    def _localize(
+        self, padded: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int], name: str
+    ) -> tuple[dict[tuple, torch.Tensor], Region]:
+        """Run the fewest windows of ``boxes`` that still cover the volume (a coarse grid); return their
+        logits (K, *roi) by :func:`box_key`, for reuse, and the region their masks (any channel) grown
+        by the margin cover."""
+        chosen = [covering_starts(sorted({box[axis].start for box in boxes}), size)
+                  for axis, size in enumerate(self.model.input_spec.window_size)]
+        coarse = [box for box in boxes if all(box[axis].start in chosen[axis] for axis in range(3))]
+        region = Region(padded.shape[1:], self.settings.localize_margin)
+        known = {}
+        progress = _progress(len(coarse), f"{name or 'windows'} (coarse)", "window", self.progress)
+        with progress, torch.inference_mode():
+            for box in coarse:
+                logits = known[box_key(box)] = self._run(padded, [box], channels)[0]
+                region.mark(box, (logits > _logit(self.settings.threshold)).any(0))
+                progress.update(1)
+        region.grow()
+        return known, region
 
     def window_logits(
         self, windows: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int]
@@ -277,22 +340,82 @@ class BlendBand:
 
     def add(self, boxes: Sequence[tuple[slice, ...]], logits: torch.Tensor) -> None:
         """Accumulate windows: ``logits`` (B, K, *roi) at ``boxes`` (slices in the padded volume)."""
-        missing = max(box[2].stop for box in boxes) - self.first - self.sums.shape[-1]
-        if missing > 0:
-            self.sums = torch.cat([self.sums, self.sums.new_zeros((*self.sums.shape[:-1], missing))], dim=-1)
-            self.weights = torch.cat([self.weights, self.weights.new_zeros((*self.weights.shape[:-1], missing))], -1)
+        self._reach(max(box[2].stop for box in boxes))
         for box, window in zip(boxes, logits, strict=True):
             depth = slice(box[2].start - self.first, box[2].stop - self.first)
             self.sums[:, box[0], box[1], depth] += window * self.weight_map
             self.weights[box[0], box[1], depth] += self.weight_map
 
+    def _reach(self, stop: int) -> None:
+        """Hold the slices up to ``stop``."""
+        missing = stop - self.first - self.sums.shape[-1]
+        if missing > 0:
+            self.sums = torch.cat([self.sums, self.sums.new_zeros((*self.sums.shape[:-1], missing))], dim=-1)
+            self.weights = torch.cat([self.weights, self.weights.new_zeros((*self.weights.shape[:-1], missing))], -1)
+
     def release(self, stop: int) -> tuple[int, torch.Tensor]:
-        """(first slice, blended logits (K, X, Y, stop - first)) of the slices below ``stop``."""
+        """(first slice, blended logits (K, X, Y, stop - first)) of the slices below ``stop``; slices
+        that no window reached are ``BACKGROUND_LOGIT``."""
+        self._reach(stop)
         count = stop - self.first
-        blended = self.sums[..., :count] / self.weights[..., :count]
+        weights = self.weights[..., :count]
+        blended = torch.where(weights > 0, self.sums[..., :count] / weights.clamp(min=1e-12), BACKGROUND_LOGIT)
         first = self.first
         self.sums, self.weights, self.first = self.sums[..., count:], self.weights[..., count:], stop
         return first, blended
+
+
+class Region:
+    """Where localised classes may lie, over the padded image: voxels marked by the coarse pass,
+    grown by a margin on a grid of ``CELL``-voxel cells (a cell is in when any of its voxels is)."""
+
+    CELL = 4
+
+    def __init__(self, shape: Sequence[int], margin: int):
+        self.marked = torch.zeros(tuple(shape), dtype=torch.bool)
+        self.margin = -(-margin // self.CELL)
+        self.cells = None
+
+    def mark(self, box: Sequence[slice], mask: torch.Tensor) -> None:
+        """Add the voxels of ``mask`` (bool, the box's shape) at ``box``."""
+        self.marked[tuple(box)] |= mask.cpu()
+
+    def grow(self) -> None:
+        """Fix the region: the marked voxels' cells grown by the margin along every axis."""
+        cells = torch.nn.functional.max_pool3d(self.marked[None, None].float(), self.CELL, ceil_mode=True)
+        if self.margin:
+            cells = torch.nn.functional.max_pool3d(cells, 2 * self.margin + 1, stride=1, padding=self.margin)
+        self.cells = cells[0, 0].bool()
+        self.marked = None
+
+    def reaches(self, box: Sequence[slice]) -> bool:
+        return bool(self.cells[tuple(slice(b.start // self.CELL, -(-b.stop // self.CELL)) for b in box)].any())
+
+    def restrict(self, logits: torch.Tensor, first: int) -> torch.Tensor:
+        """``logits`` (K, X, Y, dz) of slices from ``first`` on, set to background outside the region."""
+        x, y = (torch.arange(n) // self.CELL for n in logits.shape[1:3])
+        z = torch.arange(first, first + logits.shape[3]) // self.CELL
+        inside = self.cells[x][:, y][:, :, z].to(logits.device)
+        return torch.where(inside[None], logits, BACKGROUND_LOGIT)
+
+
+def covering_starts(starts: Sequence[int], size: int) -> set[int]:
+    """The fewest of the sorted window ``starts`` (windows of ``size``) that leave no gap between the
+    first window and the last."""
+    chosen = [starts[0]]
+    while chosen[-1] != starts[-1]:
+        reachable = [start for start in starts if chosen[-1] < start <= chosen[-1] + size]
+        chosen.append(reachable[-1] if reachable else next(s for s in starts if s > chosen[-1]))
+    return set(chosen)
+
+
+def box_key(box: Sequence[slice]) -> tuple[tuple[int, int], ...]:
+    """A window's box as a hashable key."""
+    return tuple((b.start, b.stop) for b in box)
+
+
+def _logit(probability: float) -> float:
+    return math.log(probability / (1 - probability))
 
 
 def pad_to_window(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
