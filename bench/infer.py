@@ -4,23 +4,48 @@ GFLOP/s against this machine's measured matrix-multiply peak, and peak memory (R
     python bench/infer.py                                  # 512×512×200 at 0.8×0.8×2.5 mm, U-Net
     python bench/infer.py --backbone swinunetr --device cuda --batch-size 4
     python bench/infer.py --shape 256 256 100 --spacing 1.6 1.6 5 --width 8   # a quick look
+    python bench/infer.py --compare [--classes liver] [--model CHECKPOINT]
 
-Weights are random (the figures do not depend on them); ``--model`` takes a checkpoint instead.
-The table is printed last.
+Weights are random unless ``--model`` names a checkpoint; the figures of one path do not depend on
+them, but those of ``--compare`` do: localising a class subset runs only where the model finds it,
+and mask agreement means something only for a trained model. ``--compare`` runs, in one process on
+the same phantom and weights, the reference path (float32, overlap 0.5, one window at a time, every
+window, all heads computed on features repeated per class, as the reference implementation does) and
+the product's default path (for ``--classes`` only), prints times, their ratio, per-class Dice
+between the two paths' masks and peak RSS, and appends a row to ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import platform
 import resource
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import universal
+from universal.model import HEAD_CHANNELS, HEAD_PARAM_SIZES
 from universal.phantoms import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
+from universal.training import dice
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS_HEADER = """# Inference: reference path against the default path
+
+`python bench/infer.py --compare [--classes ...]` appends a row. Reference: float32, overlap 0.5, one
+window at a time, every window, all heads on repeated features. Default: the product's settings.
+Dice: the lowest per-class Dice between the two paths' masks (meaningful with a trained model only).
+
+| date | commit | machine | model | classes | reference s | default s | speed-up | lowest Dice | peak RSS GiB |
+|---|---|---|---|---|---|---|---|---|---|
+"""
 
 
 def peak_rss_mib() -> float:
@@ -55,6 +80,77 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class ReferenceSegmenter(universal.Segmenter):
+    """Computes every class's head on its own copy of the decoder features, with grouped 1×1×1
+    convolutions, as the reference implementation does, and then keeps the asked channels."""
+
+    def window_logits(self, windows, boxes, channels):
+        model = self.model
+        bottleneck, features = model.backbone(windows)
+        features = model.feature_head(features)  # (B, 8, *S)
+        params = model.head_parameters(bottleneck, list(range(model.num_classes)))  # (B, K, 153)
+        batch, classes = params.shape[:2]
+        heads = batch * classes
+        w1, w2, w3, b1, b2, b3 = (p.reshape(heads, -1) for p in params.split(HEAD_PARAM_SIZES, dim=-1))
+        x = features.repeat_interleave(classes, dim=0).reshape(1, heads * HEAD_CHANNELS, *features.shape[2:])
+        x = F.relu(F.conv3d(x, w1.reshape(-1, HEAD_CHANNELS, 1, 1, 1), b1.flatten(), groups=heads))
+        x = F.relu(F.conv3d(x, w2.reshape(-1, HEAD_CHANNELS, 1, 1, 1), b2.flatten(), groups=heads))
+        x = F.conv3d(x, w3.reshape(-1, HEAD_CHANNELS, 1, 1, 1), b3.flatten(), groups=heads)
+        return x.reshape(batch, classes, *features.shape[2:])[:, list(channels)]
+
+
+def compare(model: universal.UniversalModel, scan: universal.Scan, args: argparse.Namespace) -> None:
+    """Time the default path (on ``args.classes``) and then the reference path (all classes) on ``scan``."""
+    default = universal.Segmenter(model, universal.InferenceSettings(device=args.device), progress=True)
+    started = time.perf_counter()
+    fast = default(scan, args.classes)
+    fast_s, fast_rss = time.perf_counter() - started, peak_rss_mib()
+    reference_settings = universal.InferenceSettings(overlap=0.5, batch_size=1, device=args.device,
+                                                     precision="float32", skip_air=False, localize=False)
+    started = time.perf_counter()
+    reference = ReferenceSegmenter(model, reference_settings, progress=True)(scan)
+    reference_s = time.perf_counter() - started
+    scores = {model.catalog[i].name: dice(fast.mask(i), reference.mask(i)) for i in fast.class_ids}
+    asked = ", ".join(args.classes) if args.classes else f"all {model.num_classes}"
+    print()
+    print(f"model          {model.title} width {model.width}, {args.model or 'random weights'}")
+    print(f"default path   {fast_s:.1f} s ({asked}; {fast.report['settings']['precision']}, "
+          f"{fast.report['settings']['windows']} windows in the full grid), peak RSS {fast_rss / 1024:.2f} GiB")
+    print(f"reference path {reference_s:.1f} s (all classes, float32)")
+    print(f"speed-up       {reference_s / fast_s:.1f}×")
+    print("mask Dice      " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+    append_result([
+        datetime.date.today().isoformat(), commit(), machine(), f"{model.title} w{model.width}"
+        + ("" if args.model else " (random)"), asked, f"{reference_s:.1f}", f"{fast_s:.1f}",
+        f"{reference_s / fast_s:.1f}×", f"{min(scores.values()):.4f}", f"{fast_rss / 1024:.2f}",
+    ])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} threads"
+    return f"{cpu}, {device}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def append_result(row: list[str]) -> None:
+    if not RESULTS.is_file():
+        RESULTS.write_text(RESULTS_HEADER)
+    with RESULTS.open("a") as stream:
+        stream.write("| " + " | ".join(row) + " |\n")
+    print(f"appended to {RESULTS}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="unet", choices=("unet", "swinunetr"))
@@ -66,6 +162,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--compare", action="store_true", help="reference path against the default path")
+    parser.add_argument("--classes", nargs="+", help="with --compare: the classes the default path computes")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     args = parser.parse_args()
 
     settings = universal.InferenceSettings(overlap=args.overlap, batch_size=args.batch_size, device=args.device,
@@ -75,9 +174,12 @@ def main() -> None:
     model = (universal.load_model(args.model) if args.model else
              universal.UniversalModel(args.backbone, width=args.width, class_embeddings=torch.randn(32, 512)))
     started = time.perf_counter()
-    phantom = make_phantom(0, shape=args.shape, spacing=args.spacing, lesions=True)
+    phantom = make_phantom(args.seed, shape=args.shape, spacing=args.spacing, lesions=True)
     scan = universal.Scan(phantom.image.astype(np.float32), phantom.affine, "phantom")
     phantom_seconds = time.perf_counter() - started
+    if args.compare:
+        compare(model, scan, args)
+        return
     rss_before = peak_rss_mib()
 
     segmenter = universal.Segmenter(model, settings, progress=True)
