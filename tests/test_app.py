@@ -44,20 +44,6 @@ def tiny_model() -> universal.UniversalModel:
                                     input_spec=spec)
 
 
-def tiny_clip(path):
-    """A randomly initialised one-layer CLIP with ViT-B/32's text interface, for new prompts offline."""
-    model_module = pytest.importorskip("open_clip.model")
-    torch.manual_seed(0)
-    model = model_module.CLIP(
-        embed_dim=512,
-        vision_cfg=model_module.CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=64),
-        text_cfg=model_module.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1),
-        quick_gelu=True,
-    )
-    torch.save(model.state_dict(), path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
@@ -71,11 +57,11 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(workspace):
+def server(workspace, random_clip_weights):
     """The server, started offline with an empty model folder and no --conf weights."""
     cache = workspace / "cache"
     env = {"UNIVERSAL_OFFLINE": "1", "UNIVERSAL_CACHE_DIR": str(cache),
-           "UNIVERSAL_CLIP_WEIGHTS": str(tiny_clip(workspace / "clip.pt"))}
+           "UNIVERSAL_CLIP_WEIGHTS": str(random_clip_weights)}
     for variable in ("UNIVERSAL_UNET_WEIGHTS", "UNIVERSAL_SWINUNETR_WEIGHTS", "UNIVERSAL_TEXT_EMBEDDINGS"):
         env[variable] = ""
     started = start_server(workspace, workspace / "studies", {}, env)

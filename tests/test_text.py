@@ -13,27 +13,6 @@ from universal import text as text_module
 from universal.text import TextEncoder, catalog_embeddings, load_released_embeddings
 
 
-@pytest.fixture(scope="session")
-def random_clip_weights(tmp_path_factory):
-    """A randomly initialised CLIP saved as a state dict (no CLIP weights can be downloaded).
-
-    It has ViT-B/32's text interface (77-token context, 49,408-token vocabulary, 512-d output) with
-    one-layer, 64-wide towers: open_clip builds the network from the file's shapes, so the library
-    loads it exactly as it loads OpenAI's ViT-B-32.pt, at a small fraction of the cost.
-    """
-    model_module = pytest.importorskip("open_clip.model")
-    torch.manual_seed(0)
-    model = model_module.CLIP(
-        embed_dim=512,
-        vision_cfg=model_module.CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=64),
-        text_cfg=model_module.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1),
-        quick_gelu=True,
-    )
-    path = tmp_path_factory.mktemp("clip") / "random-clip.pt"
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def test_released_embedding_file(reference):
     embeddings = load_released_embeddings(reference / "txt_encoding.pth")
     raw = torch.load(reference / "txt_encoding.pth", map_location="cpu", weights_only=True)
