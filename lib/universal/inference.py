@@ -55,10 +55,10 @@ class InferenceSettings:
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
-    computed, first runs the windows of a non-overlapping grid (a subset of the full grid), and then
-    only the windows that reach those classes' coarse masks grown by ``localize_margin`` voxels: inside
-    that region every window that covers a voxel is blended, as in a full pass; outside it is
-    background.
+    computed, first runs a coarse grid (the fewest windows of the full grid that still cover the
+    volume), and then only the windows that reach those classes' coarse masks grown by
+    ``localize_margin`` voxels: inside that region every window that covers a voxel is blended, as in
+    a full pass; outside it is background.
     """
 
     overlap: float = 0.5
