@@ -6,7 +6,7 @@
 # Other arguments go to `monailabel start_server` unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || { echo "serve: no .venv; run scripts/install.sh first" >&2; exit 1; }
+[ -x .venv/bin/python ] || scripts/install.sh
 
 studies=""
 host="0.0.0.0"
