@@ -27,7 +27,7 @@ from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 
 import universal
-from universal.annotations import AnnotationError, read_annotation
+from universal.annotations import AnnotationError, new_class_names, read_annotation
 from universal.catalog import normalize_name
 from universal.errors import UniversalError
 
@@ -153,8 +153,7 @@ class UniversalApp(MONAILabelApp):
                                          info.get("label_info"), catalog)
         except AnnotationError as error:
             raise http_error(422, f"label for '{image_id}' not saved: {error}") from error
-        new = list(dict.fromkeys(n for n in annotation.values.values() if n not in catalog))
-        for name in new:
+        for name in new_class_names([annotation], catalog):
             try:
                 self.state.add_class(name)
             except ModelNotReady as error:

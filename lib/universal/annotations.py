@@ -10,11 +10,8 @@ class says nothing about the image.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 from .catalog import Catalog, normalize_name
 from .data import Datalist, DatasetTemplate
 from .errors import UniversalError
+from .io_utils import atomic_path
 from .scans import LPS_TO_RAS, NIFTI_SUFFIXES, NRRD_SUFFIXES, read_label_map, read_scan, write_nifti
 
 GRID_TOLERANCE_MM = 1e-3  # label and image affines must agree this closely (as training requires)
@@ -226,14 +224,6 @@ def write_label_file(label_map: np.ndarray, affine: np.ndarray, path: str | Path
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
     image.SetOrigin([float(v) for v in lps[:3, 3]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nrrd", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, True)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path, suffix=".nrrd") as temporary:
+        sitk.WriteImage(image, str(temporary), True)
     return path

@@ -19,8 +19,6 @@ from .state import AppState, ModelNotReady
 
 log = logging.getLogger(__name__)
 
-SCORE_KEYS = ("uncertainty", "uncertainty_class", "uncertainty_classes", "lesion", "lesion_probability",
-              "lesion_ml", "uncertainty_model", "uncertainty_ts")
 RECENT_S = 600  # an image served by a strategy within this many seconds goes after the others
 
 

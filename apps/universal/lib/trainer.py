@@ -62,8 +62,7 @@ class UniversalTrainer(TrainTask):
             "held_out_images": result.held_out_cases,
             "run": str(result.run_dir),
         }
-        self.state.store.write_stats(stats)
-        log.info(result.decision.summary())
+        self.state.store.write_stats(stats)  # finetune has logged the gate's decision
         return stats
 
     def _settings(self, request: dict) -> FinetuneSettings:
