@@ -103,14 +103,17 @@ class ReferenceSegmenter(universal.Segmenter):
 def compare(model: universal.UniversalModel, scan: universal.Scan, args: argparse.Namespace) -> None:
     """Time the default path on all classes (and on ``args.classes`` when given), then the reference
     path once (all classes), on ``scan``; print and record a row per default run."""
+    reference_settings = universal.InferenceSettings(overlap=0.5, batch_size=1, device=args.device,
+                                                     precision="float32", skip_air=False, localize=False)
+    default_settings = universal.InferenceSettings(device=args.device)
+    warm_up(model, [ReferenceSegmenter(model, reference_settings, progress=False),
+                    universal.Segmenter(model, default_settings, progress=False)])
     runs = []
     for classes in [None, args.classes] if args.classes else [None]:
-        segmenter = universal.Segmenter(model, universal.InferenceSettings(device=args.device), progress=True)
+        segmenter = universal.Segmenter(model, default_settings, progress=True)
         started = time.perf_counter()
         result = segmenter(scan, classes)
         runs.append((classes, result, time.perf_counter() - started, peak_rss_mib()))
-    reference_settings = universal.InferenceSettings(overlap=0.5, batch_size=1, device=args.device,
-                                                     precision="float32", skip_air=False, localize=False)
     started = time.perf_counter()
     reference = ReferenceSegmenter(model, reference_settings, progress=True)(scan)
     reference_s = time.perf_counter() - started
@@ -129,6 +132,17 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
             f"{model.title} w{model.width}" + ("" if args.model else " (random)"), asked, f"{reference_s:.1f}",
             f"{seconds:.1f}", f"{reference_s / seconds:.1f}×", f"{min(scores.values()):.4f}", f"{rss / 1024:.2f}",
         ])
+
+
+def warm_up(model: universal.UniversalModel, segmenters: list) -> None:
+    """Run each path once on a scan the size of one window, so that the first timed path does not pay
+    one-off costs (lazy imports, kernel selection) that the others then skip."""
+    side = [size * spacing for size, spacing in zip(model.input_spec.window_size, model.input_spec.spacing,
+                                                    strict=True)]
+    phantom = make_phantom(0, shape=(16, 16, 16), spacing=tuple(s / 16 for s in side))
+    scan = universal.Scan(phantom.image.astype(np.float32), phantom.affine, "warm-up")
+    for segmenter in segmenters:
+        segmenter(scan)
 
 
 def machine() -> str:
