@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import universal
+from universal.io_utils import atomic_write_text
 from universal.model import HEAD_CHANNELS, HEAD_PARAM_SIZES
 from universal.phantoms import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
 from universal.training import dice
@@ -163,10 +164,11 @@ def commit() -> str:
 
 
 def append_result(row: list[str]) -> None:
-    if not RESULTS.is_file():
-        RESULTS.write_text(RESULTS_HEADER)
-    with RESULTS.open("a") as stream:
-        stream.write("| " + " | ".join(row) + " |\n")
+    """Add ``row`` after the last row of the results table (notes below the table stay below it)."""
+    lines = (RESULTS.read_text() if RESULTS.is_file() else RESULTS_HEADER).splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    lines.insert(last + 1, "| " + " | ".join(row) + " |\n")
+    atomic_write_text(RESULTS, "".join(lines))
     print(f"appended to {RESULTS}")
 
 
