@@ -141,7 +141,8 @@ def test_two_processes_train_one_model(datasets, tmp_path):
     datalist = _tiny_datalist(datasets)
     results = mp.Manager().dict()
     mp.start_processes(_process, args=(2, _free_port(), datalist, tmp_path / "run", results), nprocs=2,
-                       start_method="fork")  # joins; a failure in either process raises here
+                       start_method="spawn")  # joins; a failure in either process raises here
+    # spawn, not fork: a forked child cannot run autograd once this process has started its threads
     assert set(results) == {0, 1}
     for key, value in results[0].items():
         assert torch.equal(value, results[1][key]), key

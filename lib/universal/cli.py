@@ -12,7 +12,7 @@ import torch
 
 from .catalog import Catalog
 from .errors import UniversalError
-from .inference import PRECISIONS
+from .inference import COMPILE_CHOICES, PRECISIONS
 from .io_utils import check_nifti_path
 from .phantoms import (
     CLINICAL_SHAPE,
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     seg.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                      help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
+    seg.add_argument("--compile", default="auto", choices=COMPILE_CHOICES,
+                     help="compile the backbone (auto: a bfloat16 U-Net on the CPU, for scans of 16 windows or more)")
     seg.add_argument("--every-window", action="store_true",
                      help="run every window: do not skip windows of air nor localise a few classes first")
     seg.add_argument("--threshold", type=float, default=0.5, help="class probability threshold (default 0.5)")
@@ -269,7 +271,7 @@ def run_segment(args: argparse.Namespace) -> int:
     settings = InferenceSettings(
         overlap=args.overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
         threshold=args.threshold, postprocess=not args.no_postprocess,
-        skip_air=not args.every_window, localize=not args.every_window,
+        skip_air=not args.every_window, localize=not args.every_window, compile=args.compile,
     )
     classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
 

@@ -27,6 +27,7 @@ import torch
 
 from . import __version__
 from .catalog import Catalog, ClassKey
+from .compiled import compiled_backbone, worth_compiling
 from .errors import UniversalError
 from .io_utils import atomic_write_text
 from .model import UniversalModel
@@ -36,6 +37,7 @@ from .report import class_statistics, lesion_findings
 from .scans import Scan, case_name, read_scan, write_nifti
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_CHOICES = ("auto", "on", "off")
 LOCALIZE_MAX_CLASSES = 8  # above this, the classes' region is most of the body and the coarse grid saves nothing
 BACKGROUND_LOGIT = -1e4  # where no window was run: certainly background
 SIGMA_SCALE = 0.125  # Gaussian window weights: SD as a fraction of the window side (MONAI's default)
@@ -51,7 +53,9 @@ class InferenceSettings:
     ``"cuda"`` or ``"cuda:N"``. ``precision``: ``"auto"`` (float16 on CUDA; bfloat16 on CPUs with
     native bfloat16 arithmetic, float32 on other CPUs), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
     ``threshold``: probability above which a voxel belongs to a class. ``postprocess``: apply
-    :mod:`universal.postprocess`.
+    :mod:`universal.postprocess`. ``compile``: run the backbone through TorchInductor
+    (:mod:`universal.compiled`): ``"auto"`` (a U-Net in bfloat16 on the CPU, for scans of at least
+    ``COMPILE_MIN_WINDOWS`` windows), ``"on"`` or ``"off"``.
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
@@ -70,6 +74,7 @@ class InferenceSettings:
     skip_air: bool = True
     localize: bool = True
     localize_margin: int = 24
+    compile: str = "auto"
 
     def __post_init__(self):
         if not 0.0 <= self.overlap < 1.0:
@@ -80,6 +85,8 @@ class InferenceSettings:
             raise UniversalError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
         if not 0.0 < self.threshold < 1.0:
             raise UniversalError(f"threshold must lie between 0 and 1, got {self.threshold}")
+        if self.compile not in COMPILE_CHOICES:
+            raise UniversalError(f"compile must be {', '.join(COMPILE_CHOICES)}; got {self.compile!r}")
         if self.localize_margin < 0:
             raise UniversalError(f"localize margin must not be negative, got {self.localize_margin} voxels")
 
@@ -180,6 +187,7 @@ class Segmenter:
         self.dtype = self.settings.torch_dtype(self.device)
         self.model = model.to(self.device).eval()
         self.progress = progress
+        self.backbone = self.model.backbone  # or its compiled form: chosen per scan by blended_logits
         if len(model.catalog) > 255:
             raise UniversalError(f"a uint8 label map holds at most 255 classes; this model has {len(model.catalog)}")
 
@@ -228,6 +236,7 @@ class Segmenter:
             "model": {"backbone": self.model.backbone_name, "classes": len(self.catalog),
                       "provenance": self.model.provenance},
             "settings": {**self.settings.__dict__, "device": str(self.device), "precision": str(self.dtype)[6:],
+                         "compiled": self.compiled,
                          "classes": [self.catalog[i].name for i in wanted], "windows": windows,
                          "model_space_shape": list(image.shape[1:])},
             "classes": classes_report,
@@ -265,6 +274,7 @@ class Segmenter:
         boxes = window_boxes(padded.shape[1:], roi, self.settings.overlap)
         if self.settings.skip_air:
             boxes = [box for box in boxes if bool(padded[(slice(None), *box)].max() > 0)]
+        self.backbone = self._choose_backbone(len(boxes))
         known: dict[tuple, torch.Tensor] = {}  # logits (K, *roi) of windows already run, by box_key
         region = None
         if self.settings.localize and len(channels) <= LOCALIZE_MAX_CLASSES and boxes:
@@ -317,12 +327,27 @@ class Segmenter:
         region.grow()
         return known, region
 
+    def _choose_backbone(self, windows: int):
+        """The backbone to run ``windows`` windows with: compiled or not, as ``settings.compile`` says."""
+        choice = self.settings.compile
+        if choice == "on" or (choice == "auto" and worth_compiling(self.model.backbone_name, self.device,
+                                                                     self.dtype, windows)):
+            return compiled_backbone(self.model.backbone)
+        return self.model.backbone
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the last scan's windows ran through compiled code."""
+        return getattr(self.backbone, "active", False)
+
     def window_logits(
         self, windows: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int]
     ) -> torch.Tensor:
         """Logits (B, K, *roi) of output ``channels`` for windows (B, 1, *roi); ``boxes`` locate the
         windows in the padded image (a subclass may use them, e.g. to replay known answers)."""
-        return self.model(windows, classes=[channel + 1 for channel in channels])
+        self.model.check_window(windows.shape)
+        bottleneck, features = self.backbone(windows)
+        return self.model.heads(bottleneck, features, channels)
 
 
 class BlendBand:

@@ -280,7 +280,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.segmenter = Segmenter(self.model, InferenceSettings(device=str(self.device)), progress=False)
+        # never compiled: the weights change between validations, and each change would recompile
+        self.segmenter = Segmenter(self.model, InferenceSettings(device=str(self.device), compile="off"),
+                                   progress=False)
 
     # -- set-up --
 
