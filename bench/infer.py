@@ -125,7 +125,8 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
     for classes, result, seconds, rss in runs:
         asked = ", ".join(classes) if classes else f"all {model.num_classes}"
         scores = {model.catalog[i].name: dice(result.mask(i), reference.mask(i)) for i in result.class_ids}
-        print(f"default path   {seconds:.1f} s ({asked}; {result.report['settings']['precision']}), "
+        compiled = ", compiled" if result.report["settings"]["compiled"] else ""
+        print(f"default path   {seconds:.1f} s ({asked}; {result.report['settings']['precision']}{compiled}), "
               f"{reference_s / seconds:.1f}× faster, peak RSS so far {rss / 1024:.2f} GiB")
         print("  mask Dice    " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
         append_result([
