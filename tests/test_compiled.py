@@ -50,13 +50,16 @@ def test_segmenter_gives_the_same_masks_compiled_and_reports_it():
     assert not auto.report["settings"]["compiled"]  # float32: compiling does not pay
 
 
-def test_auto_compiles_a_bfloat16_unet_on_the_cpu_for_enough_windows():
+def test_auto_compiles_a_bfloat16_unet_on_the_cpu_for_enough_work():
     cpu, many = torch.device("cpu"), COMPILE_MIN_WINDOWS
-    assert worth_compiling("unet", cpu, torch.bfloat16, many)
-    assert not worth_compiling("unet", cpu, torch.bfloat16, many - 1)
-    assert not worth_compiling("unet", cpu, torch.float32, many)
-    assert not worth_compiling("swinunetr", cpu, torch.bfloat16, many)  # minutes of compilation
-    assert not worth_compiling("unet", torch.device("cuda"), torch.bfloat16, many)
+    released, swin, small = UniversalModel("unet"), UniversalModel("swinunetr"), small_model()
+    assert worth_compiling(released, cpu, torch.bfloat16, many)
+    assert not worth_compiling(released, cpu, torch.bfloat16, many - 1)
+    assert not worth_compiling(released, cpu, torch.float32, many)
+    assert not worth_compiling(swin, cpu, torch.bfloat16, many)  # minutes of compilation
+    assert not worth_compiling(released, torch.device("cuda"), torch.bfloat16, many)
+    assert not worth_compiling(small, cpu, torch.bfloat16, many)  # width 8, 32³ windows: 1/432 of the work
+    assert worth_compiling(small, cpu, torch.bfloat16, many * 432)
     with pytest.raises(UniversalError, match="compile must be auto, on, off"):
         InferenceSettings(compile="yes")
 

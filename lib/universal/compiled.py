@@ -15,23 +15,31 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import weakref
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-COMPILE_MIN_WINDOWS = 16  # at about 2 s saved per window, fewer windows do not repay a 10-20 s compilation
+from .model import UniversalModel
+
+COMPILE_MIN_WINDOWS = 16  # released-size windows: at about 2 s saved per window, fewer do not repay 10-20 s
+RELEASED_UNET_WIDTH, RELEASED_WINDOW_VOXELS = 32, 96**3
 
 log = logging.getLogger(__name__)
 _cache: weakref.WeakKeyDictionary[nn.Module, CompiledBackbone] = weakref.WeakKeyDictionary()
 
 
-def worth_compiling(backbone_name: str, device: torch.device, dtype: torch.dtype, windows: int) -> bool:
-    """Whether ``compile="auto"`` compiles: a U-Net in bfloat16 on the CPU, for at least
-    ``COMPILE_MIN_WINDOWS`` windows."""
-    return (backbone_name == "unet" and device.type == "cpu" and dtype == torch.bfloat16
-            and windows >= COMPILE_MIN_WINDOWS)
+def worth_compiling(model: UniversalModel, device: torch.device, dtype: torch.dtype, windows: int) -> bool:
+    """Whether ``compile="auto"`` compiles: a U-Net in bfloat16 on the CPU, for ``windows`` windows
+    that hold at least ``COMPILE_MIN_WINDOWS`` released-size windows' work (a window's work scales
+    with the width squared and the window's voxels: a width-8 model with 32³ windows does 1/432 of it).
+    """
+    if model.backbone_name != "unet" or device.type != "cpu" or dtype != torch.bfloat16:
+        return False
+    work = (model.width / RELEASED_UNET_WIDTH) ** 2 * math.prod(model.input_spec.window_size) / RELEASED_WINDOW_VOXELS
+    return windows * work >= COMPILE_MIN_WINDOWS
 
 
 def weights_fingerprint(module: nn.Module) -> tuple[tuple[int, int], ...]:

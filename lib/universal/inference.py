@@ -55,7 +55,7 @@ class InferenceSettings:
     ``threshold``: probability above which a voxel belongs to a class. ``postprocess``: apply
     :mod:`universal.postprocess`. ``compile``: run the backbone through TorchInductor
     (:mod:`universal.compiled`): ``"auto"`` (a U-Net in bfloat16 on the CPU, for scans of at least
-    ``COMPILE_MIN_WINDOWS`` windows), ``"on"`` or ``"off"``.
+    ``COMPILE_MIN_WINDOWS`` released-size windows' work), ``"on"`` or ``"off"``.
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
@@ -330,8 +330,7 @@ class Segmenter:
     def _choose_backbone(self, windows: int):
         """The backbone to run ``windows`` windows with: compiled or not, as ``settings.compile`` says."""
         choice = self.settings.compile
-        if choice == "on" or (choice == "auto" and worth_compiling(self.model.backbone_name, self.device,
-                                                                     self.dtype, windows)):
+        if choice == "on" or (choice == "auto" and worth_compiling(self.model, self.device, self.dtype, windows)):
             return compiled_backbone(self.model.backbone)
         return self.model.backbone
 
