@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                      help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
     seg.add_argument("--compile", default="auto", choices=COMPILE_CHOICES,
-                     help="compile the backbone (auto: a bfloat16 U-Net on the CPU, for scans of 16 windows or more)")
+                     help="compile the backbone (auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more)")
     seg.add_argument("--every-window", action="store_true",
                      help="run every window: do not skip windows of air nor localise a few classes first")
     seg.add_argument("--threshold", type=float, default=0.5, help="class probability threshold (default 0.5)")
