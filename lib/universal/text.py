@@ -21,16 +21,21 @@ from .io_utils import atomic_open
 CLIP_MODEL = "ViT-B-32"
 EMBEDDING_DIM = 512
 
+# OpenAI's file, as listed in openai/CLIP clip/clip.py (_MODELS["ViT-B/32"]) and mlfoundations/open_clip
+# src/open_clip/pretrained.py (ViT-B-32 "openai"); the folder in its URL is the file's SHA-256, which
+# both verify downloads against.
+_CLIP_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 CLIP_WEIGHTS = RemoteFile(
     description="CLIP ViT-B/32 weights (OpenAI)",
-    url="https://openaipublic.azureedge.net/clip/models/"
-    "40d3715913c9da98579342ac6cdd4b2cf5b89c9ab1d6c9c17ae0ed93f2bda4e6/ViT-B-32.pt",
+    url=f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA256}/ViT-B-32.pt",
     filename="clip/ViT-B-32.pt",
-    sha256="40d3715913c9da98579342ac6cdd4b2cf5b89c9ab1d6c9c17ae0ed93f2bda4e6",
+    sha256=_CLIP_SHA256,
     env="UNIVERSAL_CLIP_WEIGHTS",
     licence="MIT (OpenAI CLIP)",
 )
 
+# ljwztc/CLIP-Driven-Universal-Model pretrained_weights/txt_encoding.pth on its main branch (a plain git
+# file, so GitHub publishes no digest); pinned to that file's SHA-256.
 RELEASED_EMBEDDINGS = RemoteFile(
     description="released class embeddings (txt_encoding.pth, 32×512)",
     url="https://github.com/ljwztc/CLIP-Driven-Universal-Model/raw/main/pretrained_weights/txt_encoding.pth",
