@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,8 +125,27 @@ def test_foreign_checkpoint(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"net": {}, "args": argparse.Namespace(backbone="unet")}, path)
-    with pytest.raises(CheckpointError, match="Python objects other than weights"):
+    with pytest.raises(CheckpointError, match=r"Python objects other than weights \(argparse.Namespace\)"):
         universal.load_model(path)
+
+
+def test_a_training_checkpoint_with_optimiser_state_and_numpy_numbers_loads(model, x, tmp_path, caplog):
+    """The reference's train.py saves {'net', 'optimizer', 'scheduler', 'epoch'}: plain containers,
+    which weights_only reads; numpy scalars are read through the allow-list, and the log says so."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    model(x).mean().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    net = {f"module.{k}": v for k, v in model.state_dict().items()}
+    path = tmp_path / "epoch_100.pth"
+    torch.save({"net": net, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": 100},
+               path)
+    assert torch.equal(outputs(universal.load_model(path), x), outputs(model, x))
+    torch.save({"net": net, "epoch": np.int64(100), "lr": np.float64(1e-4)}, path)
+    with caplog.at_level("INFO", logger="universal.checkpoint"):
+        assert torch.equal(outputs(universal.load_model(path), x), outputs(model, x))
+    assert "numpy numbers besides tensors (numpy.core.multiarray.scalar, numpy.dtype)" in caplog.text
+    model.zero_grad()
 
 
 def test_missing_and_unexpected_keys_are_named(model):

@@ -18,11 +18,12 @@ Everything is read with ``torch.load(weights_only=True)``: a checkpoint cannot r
 from __future__ import annotations
 
 import datetime
-import re
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .backbones import BACKBONE_TITLES
@@ -32,6 +33,11 @@ from .errors import CatalogError, CheckpointError
 from .io_utils import atomic_open
 from .model import InputSpec, UniversalModel
 
+log = logging.getLogger(__name__)
+
+# The download links of ljwztc/CLIP-Driven-Universal-Model README.md ("Model" table). Hugging Face
+# publishes each file's SHA-256 with the redirect (see universal.download); HF_ENDPOINT names a mirror
+# of the hub, as for huggingface_hub (src/huggingface_hub/constants.py).
 _RELEASE_URL = "https://huggingface.co/ljwztc/CLIP-Driven-Universal-Model/resolve/main/"
 RELEASED_CHECKPOINTS = {
     backbone: RemoteFile(
@@ -40,6 +46,7 @@ RELEASED_CHECKPOINTS = {
         filename=f"weights/{filename}",
         env=env,
         licence=RELEASE_LICENCE,
+        mirror_env="HF_ENDPOINT",
     )
     for backbone, filename, env in (
         ("unet", "clip_driven_universal_unet.pth", "UNIVERSAL_UNET_WEIGHTS"),
@@ -170,24 +177,41 @@ def model_record(model: UniversalModel, *, provenance: Mapping | None = None) ->
 # -- reading ----------------------------------------------------------------------------------
 
 
+# What a checkpoint may hold besides tensors and plain containers: numpy numbers (a training script
+# that saved a numpy epoch or learning rate), i.e. numpy's scalar constructor and numeric dtypes. None
+# of them can run code.
+_NUMPY_NUMBERS = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+                  np.float16, np.float32, np.float64)
+_ALLOWED_GLOBALS = {f"{kind.__module__}.{kind.__name__}": kind
+                    for kind in (np.core.multiarray.scalar, np.dtype, *(type(np.dtype(n)) for n in _NUMPY_NUMBERS))}
+
+
 def _torch_load(path: str | Path) -> object:
+    """The file's content, read with ``weights_only=True``; a file that holds other Python objects is
+    read only when each is on the allow-list (and says so), else refused naming them."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if found:
+        if "Unsupported global" not in str(error):
+            detail = str(error).splitlines()[0] if isinstance(error, RuntimeError | EOFError) else type(error).__name__
             raise CheckpointError(
-                f"cannot read checkpoint {path} safely: it holds Python objects other than weights "
-                f"({found.group(1)}). Re-save its tensors, e.g. torch.save({{'net': model.state_dict()}}, path), "
-                "with code you trust"
+                f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint ({detail})"
             ) from error
-        detail = str(error).splitlines()[0] if isinstance(error, RuntimeError | EOFError) else type(error).__name__
+    found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    refused = [name for name in found if name not in _ALLOWED_GLOBALS]
+    if refused:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint ({detail})"
-        ) from error
+            f"cannot read checkpoint {path} safely: it holds Python objects other than weights "
+            f"({', '.join(refused)}). Re-save its tensors, e.g. torch.save({{'net': model.state_dict()}}, path), "
+            "with code you trust"
+        )
+    log.info("checkpoint %s holds numpy numbers besides tensors (%s); read through the allow-list", path,
+             ", ".join(found))
+    with torch.serialization.safe_globals(list(_ALLOWED_GLOBALS.values())):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _read_own(content: Mapping, source) -> Checkpoint:
