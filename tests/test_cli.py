@@ -99,3 +99,30 @@ def test_phantom_dataset_mode(tmp_path, capsys):
 def test_console_script_is_registered():
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts["universal"] == "universal.cli:main"
+
+
+def test_defaults_come_from_the_library():
+    """One default backbone everywhere; the options' defaults are the settings dataclasses' defaults."""
+    import inspect
+
+    from universal.backbones import DEFAULT_BACKBONE
+    from universal.cli import build_parser
+    from universal.inference import InferenceSettings
+    from universal.training import TrainSettings, train
+
+    parser = build_parser()
+    segment = parser.parse_args(["segment", "ct.nii.gz", "-o", "out"])
+    fit = parser.parse_args(["train", "datalist.json", "-o", "run"])
+    assert segment.model == fit.backbone == DEFAULT_BACKBONE
+    assert inspect.signature(universal.segment).parameters["model"].default == DEFAULT_BACKBONE
+    assert inspect.signature(train).parameters["backbone"].default == DEFAULT_BACKBONE
+    assert universal.UniversalModel().backbone_name == DEFAULT_BACKBONE
+    infer, settings = InferenceSettings(), TrainSettings()
+    for option, field in (("overlap", "overlap"), ("batch_size", "batch_size"), ("device", "device"),
+                          ("precision", "precision"), ("compile", "compile"), ("threshold", "threshold")):
+        assert getattr(segment, option) == getattr(infer, field), option
+    for option, field in (("steps", "steps"), ("batch_size", "batch_size"), ("accumulate", "accumulate"),
+                          ("lr", "learning_rate"), ("warmup_steps", "warmup_steps"), ("precision", "precision"),
+                          ("device", "device"), ("seed", "seed"), ("checkpoint_every", "checkpoint_every"),
+                          ("validate_every", "validate_every"), ("max_grad_norm", "max_grad_norm")):
+        assert getattr(fit, option) == getattr(settings, field), option

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backbones import DEFAULT_BACKBONE, DEFAULT_WIDTHS
 from .catalog import Catalog
 from .errors import UniversalError
-from .inference import COMPILE_CHOICES, PRECISIONS
+from .inference import COMPILE_CHOICES, PRECISIONS, InferenceSettings
 from .io_utils import check_nifti_path
 from .phantoms import (
     CLINICAL_SHAPE,
@@ -25,6 +26,7 @@ from .phantoms import (
     save_phantom,
     write_datasets,
 )
+from .training import TrainSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="universal", description="CLIP-Driven Universal Model for 3D CT segmentation."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    infer, train = InferenceSettings(), TrainSettings()  # the defaults the options show
 
     info = commands.add_parser("info", help="describe a checkpoint: backbone, size, classes, format")
     info.add_argument("checkpoint", type=Path)
@@ -79,22 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CT file or DICOM folder")
     seg.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
-    seg.add_argument("--model", default="swinunetr",
-                     help="checkpoint file, or a released model: swinunetr (default) or unet")
+    seg.add_argument("--model", default=DEFAULT_BACKBONE,
+                     help="checkpoint file, or a released model: unet or swinunetr (default %(default)s)")
     seg.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (names or ids)")
     seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
     seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
     seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
-    seg.add_argument("--overlap", type=float, default=0.5, help="window overlap, 0 to <1 (default 0.5)")
-    seg.add_argument("--batch-size", type=int, default=1, help="windows per network call (default 1)")
-    seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    seg.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+    seg.add_argument("--overlap", type=float, default=infer.overlap,
+                     help="window overlap, 0 to <1 (default %(default)s)")
+    seg.add_argument("--batch-size", type=int, default=infer.batch_size,
+                     help="windows per network call (default %(default)s)")
+    seg.add_argument("--device", default=infer.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
+    seg.add_argument("--precision", default=infer.precision, choices=("auto", *PRECISIONS),
                      help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
-    seg.add_argument("--compile", default="auto", choices=COMPILE_CHOICES,
+    seg.add_argument("--compile", default=infer.compile, choices=COMPILE_CHOICES,
                      help="compile the backbone (auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more)")
     seg.add_argument("--every-window", action="store_true",
                      help="run every window: do not skip windows of air nor localise a few classes first")
-    seg.add_argument("--threshold", type=float, default=0.5, help="class probability threshold (default 0.5)")
+    seg.add_argument("--threshold", type=float, default=infer.threshold,
+                     help="class probability threshold (default %(default)s)")
     seg.add_argument("--no-postprocess", action="store_true", help="keep the thresholded masks as they are")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     seg.set_defaults(run=run_segment)
@@ -125,24 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("datalist", type=Path, help="datalist written by `universal prepare`")
     fit.add_argument("-o", "--output", type=Path, required=True, metavar="RUN", help="run folder")
     fit.add_argument("--model", help="checkpoint file or released model (unet, swinunetr) to start from")
-    fit.add_argument("--backbone", choices=("unet", "swinunetr"), default="unet", help="from scratch: backbone")
+    fit.add_argument("--backbone", choices=tuple(DEFAULT_WIDTHS), default=DEFAULT_BACKBONE,
+                     help="from scratch: backbone (default %(default)s)")
     fit.add_argument("--width", type=int, help="from scratch: backbone width (default: the released width)")
     fit.add_argument("--spacing", type=float, help="from scratch: model-space voxel size in mm (default 1.5)")
     fit.add_argument("--window", type=int, help="from scratch: sliding-window side in voxels (default 96)")
-    fit.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
-    fit.add_argument("--batch-size", type=int, default=2, help="crops per network call (default 2)")
-    fit.add_argument("--accumulate", type=int, default=1, help="network calls per step (default 1)")
-    fit.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    fit.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps (default 100)")
+    fit.add_argument("--steps", type=int, default=train.steps, help="optimiser steps (default %(default)s)")
+    fit.add_argument("--batch-size", type=int, default=train.batch_size,
+                     help="crops per network call (default %(default)s)")
+    fit.add_argument("--accumulate", type=int, default=train.accumulate,
+                     help="network calls per step (default %(default)s)")
+    fit.add_argument("--lr", type=float, default=train.learning_rate, help="AdamW learning rate (default %(default)s)")
+    fit.add_argument("--warmup-steps", type=int, default=train.warmup_steps,
+                     help="linear warm-up steps (default %(default)s)")
     fit.add_argument("--crop", type=int, help="crop side in voxels (default: the model's window)")
-    fit.add_argument("--max-grad-norm", type=float, default=1.0,
-                     help="clip the gradient norm to this (default 1.0; 0: no clipping)")
-    fit.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+    fit.add_argument("--max-grad-norm", type=float, default=train.max_grad_norm,
+                     help="clip the gradient norm to this (default %(default)s; 0: no clipping)")
+    fit.add_argument("--precision", default=train.precision, choices=("auto", *PRECISIONS),
                      help="auto: bfloat16 autocast on GPUs that support it, else float32")
-    fit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
-    fit.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end)")
+    fit.add_argument("--device", default=train.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
+    fit.add_argument("--seed", type=int, default=train.seed,
+                     help="seed of initialisation and crops (default %(default)s)")
+    fit.add_argument("--checkpoint-every", type=int, default=train.checkpoint_every,
+                     help="steps between checkpoints (default %(default)s)")
+    fit.add_argument("--validate-every", type=int, default=train.validate_every,
+                     help="steps between validations (default %(default)s: at the end)")
     fit.add_argument("--add-class", action="append", default=[], metavar="NAME", help="teach a new class (repeatable)")
     fit.add_argument("--prompt", action="append", default=[], help="prompt of the n-th --add-class")
     fit.add_argument("--embedding", action="append", type=Path, default=[],
@@ -306,8 +319,9 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from .distributed import process_group
     from .model import InputSpec
-    from .training import NewClass, TrainSettings, process_group, train
+    from .training import NewClass, train
 
     if len(args.prompt) > len(args.add_class) or len(args.embedding) > len(args.add_class):
         raise UniversalError("each --prompt and --embedding belongs to an --add-class given before it")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .backbones import DEFAULT_BACKBONE
 from .catalog import Catalog, ClassKey
 from .compiled import compiled_backbone, worth_compiling
 from .errors import UniversalError
@@ -106,6 +107,22 @@ def cpu_has_native_bfloat16() -> bool:
     float32; elsewhere bfloat16 is emulated and slower."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bfloat16 units, e.g. ``"AMD EPYC (AVX-512 BF16, no AMX), 2 threads"``."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            name = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), name)
+    except OSError:
+        pass
+    avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    units = f"{'AVX-512 BF16' if avx512 else 'no AVX-512 BF16'}, {'AMX' if amx else 'no AMX'}"
+    return f"{name} ({units}), {torch.get_num_threads()} threads"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -497,7 +514,7 @@ def segment(
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     *,
-    model: str | Path | UniversalModel = "swinunetr",
+    model: str | Path | UniversalModel = DEFAULT_BACKBONE,
     classes: Iterable[ClassKey] | None = None,
     masks: bool = False,
     resume: bool = False,

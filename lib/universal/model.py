@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONE_TITLES, DEFAULT_WIDTHS, MIN_SIZES, SIZE_DIVISORS, build_backbone
+from .backbones import BACKBONE_TITLES, DEFAULT_BACKBONE, DEFAULT_WIDTHS, MIN_SIZES, SIZE_DIVISORS, build_backbone
 from .catalog import Catalog, ClassInfo, ClassKey
 
 EMBEDDING_DIM = 512  # CLIP ViT-B/32 text embedding
@@ -79,7 +79,7 @@ class UniversalModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "unet",
+        backbone: str = DEFAULT_BACKBONE,
         *,
         catalog: Catalog | None = None,
         class_embeddings: torch.Tensor | None = None,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .backbones import DEFAULT_BACKBONE
 from .catalog import ClassInfo
 from .checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint, save_model
 from .download import cache_dir, offline, resolve
@@ -76,7 +77,7 @@ class ModelStore:
 
     # -- weights --
 
-    def resolve_weights(self, weights: str | Path | None = None, backbone: str = "unet",
+    def resolve_weights(self, weights: str | Path | None = None, backbone: str = DEFAULT_BACKBONE,
                         download: bool = True, progress: bool = True) -> Path:
         """The checkpoint to serve: ``universal.pt``; a released file of ``backbone`` in the folder;
         ``weights`` (a file, or a released name); the release of ``backbone`` from the variable, the

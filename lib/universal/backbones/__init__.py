@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
+# The backbone used wherever none is named (command line, Python, the app, training from scratch): the
+# reference's training default (train.py, --backbone unet), a third of Swin UNETR's parameters
+# (19.08M against 62.19M, ljwztc/CLIP-Driven-Universal-Model README.md), and the one whose CPU path is
+# compiled (universal.compiled).
+DEFAULT_BACKBONE = "unet"
 DEFAULT_WIDTHS = {"unet": 32, "swinunetr": 48}
 SIZE_DIVISORS = {"unet": 8, "swinunetr": 32}
 MIN_SIZES = {"unet": 16, "swinunetr": 64}
