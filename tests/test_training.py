@@ -129,7 +129,7 @@ def _free_port() -> int:
 def _process(rank: int, world: int, port: int, datalist: Datalist, run_dir, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
-    from universal.training import process_group
+    from universal.distributed import process_group
 
     with process_group():
         result = train(datalist, run_dir, model=tiny_model(), progress=False,
@@ -149,3 +149,27 @@ def test_two_processes_train_one_model(datasets, tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["processes"] == 2
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_training_in_processes_passes_every_setting(datasets, tmp_path):
+    """torchrun's processes train with the whole settings record (every field away from its default)
+    and the classes to add."""
+    from dataclasses import fields
+
+    from universal.distributed import train_in_processes
+
+    both = prepare_datalist([datasets["both"]], templates=_templates(datasets), validation_fraction=0)
+    settings = TrainSettings(steps=2, batch_size=1, accumulate=2, learning_rate=2e-4, weight_decay=2e-5,
+                             warmup_steps=1, crop_size=(16, 16, 16), precision="float32", device="cpu", seed=3,
+                             checkpoint_every=1, validate_every=1, freeze_base=True, distill=False,
+                             embedding_learning_rate=2e-2, max_grad_norm=0.5)
+    default = TrainSettings()
+    assert all(getattr(settings, f.name) != getattr(default, f.name) for f in fields(TrainSettings))
+    row = torch.randn(512)
+    trained = train_in_processes(both, tmp_path, tiny_model(), settings, processes=2,
+                                 add_classes=[NewClass("Kidneys", "both kidneys", row)])
+    run = json.loads((tmp_path / "train" / "run.json").read_text())
+    assert run["processes"] == 2
+    assert run["settings"] == settings.to_record()
+    assert trained.catalog.names[-1] == "Kidneys" and trained.catalog["Kidneys"].prompt == "both kidneys"
+    assert not torch.equal(trained.class_embeddings[-1], row)  # trained, from the row it was given

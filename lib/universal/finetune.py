@@ -1,9 +1,9 @@
 """Fine-tuning the model in use on annotators' labels, behind the regression gate.
 
 :func:`finetune` holds out some annotated images (:func:`~universal.annotations.held_out_cases`),
-trains a copy of the current model on the others with partial labels (:func:`universal.training.train`;
-several processes through ``torchrun`` when asked), compares it with the current model on the
-held-out images (:func:`~universal.gate.regression_gate`) and publishes it into the
+trains a copy of the current model on the others with partial labels (:func:`universal.training.train`,
+in several processes through :mod:`universal.distributed` when asked), compares it with the current model
+on the held-out images (:func:`~universal.gate.regression_gate`) and publishes it into the
 :class:`~universal.model_store.ModelStore` only when the gate lets it through.
 """
 
@@ -12,17 +12,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .annotations import Annotation, annotation_datalist, held_out_cases
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model
 from .data import Datalist
+from .distributed import train_in_processes
 from .errors import UniversalError
 from .gate import DEFAULT_TOLERANCE, GateDecision, regression_gate
 from .model import UniversalModel
@@ -92,7 +90,7 @@ def finetune(store: ModelStore, source: str | Path, annotations: Sequence[Annota
                                    warmup_steps=min(100, steps // 10), device=settings.device, seed=settings.seed,
                                    checkpoint_every=0)
     if settings.processes > 1:
-        candidate = _train_in_processes(training_only, run_dir, previous, train_settings, settings.processes)
+        candidate = train_in_processes(training_only, run_dir, previous, train_settings, settings.processes)
     else:
         candidate = train(training_only, run_dir, model=copy.deepcopy(previous), settings=train_settings,
                           progress=progress).model.cpu().eval()
@@ -120,23 +118,4 @@ def _keep_classes_added_meanwhile(store: ModelStore, candidate: UniversalModel) 
             candidate.add_class(info.name, info.prompt, current.class_embeddings[info.id - 1], kind=info.kind,
                                 parents=info.parents, color=info.color, synonyms=info.synonyms)
 
-
-def _train_in_processes(datalist: Datalist, run_dir: Path, start: UniversalModel, settings: TrainSettings,
-                        processes: int) -> UniversalModel:
-    """Train with ``torchrun`` (one process per GPU) through the ``universal train`` command."""
-    datalist_path = datalist.save(run_dir / "datalist.json")
-    start_path = save_model(start, run_dir / "start.pt")
-    output = run_dir / "distributed"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-        "-m", "universal.cli", "train", str(datalist_path), "-o", str(output), "--model", str(start_path),
-        "--steps", str(settings.steps), "--batch-size", str(settings.batch_size), "--lr", str(settings.learning_rate),
-        "--warmup-steps", str(settings.warmup_steps), "--device", settings.device, "--seed", str(settings.seed),
-        "--checkpoint-every", "0", "--quiet",
-    ]
-    log.info("training in %d processes: %s", processes, " ".join(command))
-    completed = subprocess.run(command, env={**os.environ}, check=False)
-    if completed.returncode != 0:
-        raise UniversalError(f"distributed training failed (exit code {completed.returncode}); see the log above")
-    return load_model(output / "model.pt")
 

@@ -22,7 +22,6 @@ import copy
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -33,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .backbones import DEFAULT_BACKBONE
 from .catalog import Catalog
 from .checkpoint import TRAINING_FORMAT, load_model, model_record, read_checkpoint
 from .data import DataError, Datalist, DatasetTemplate, PartialLabelTargetd, left_side_mask
@@ -114,6 +114,16 @@ class NewClass:
     embedding: torch.Tensor | None = None
     kind: str = "organ"
 
+    def to_record(self) -> dict:
+        embedding = None if self.embedding is None else [float(v) for v in self.embedding.flatten()]
+        return {"name": self.name, "prompt": self.prompt, "embedding": embedding, "kind": self.kind}
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> NewClass:
+        embedding = record.get("embedding")
+        return cls(record["name"], record.get("prompt"), None if embedding is None else torch.tensor(embedding),
+                   record.get("kind", "organ"))
+
 
 @dataclass
 class TrainResult:
@@ -145,7 +155,7 @@ def train(
     model: UniversalModel | str | Path | None = None,
     settings: TrainSettings | None = None,
     add_classes: Sequence[NewClass] = (),
-    backbone: str = "unet",
+    backbone: str = DEFAULT_BACKBONE,
     width: int | None = None,
     input_spec: InputSpec | None = None,
     resume: bool = False,
@@ -467,20 +477,6 @@ class Trainer:
             "training_cases": len(self.sampler.training),
             "validation_cases": len(self.validation_cases),
         }
-
-
-@contextlib.contextmanager
-def process_group():
-    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1; NCCL on GPUs, else gloo)
-    and leave it afterwards; a single process does nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
