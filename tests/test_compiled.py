@@ -38,6 +38,24 @@ def test_compiled_backbone_matches_eager_and_recompiles_when_weights_change():
             torch.testing.assert_close(ours, eager, rtol=1e-4, atol=1e-4)
 
 
+def test_recompiling_a_backbone_keeps_other_compiled_code():
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    other = torch.compile(lambda x: torch.relu(x) * 2, backend=counter)
+    x = torch.rand(8)
+    other(x)
+    model = small_model()
+    window = torch.rand(1, 1, 32, 32, 32)
+    with torch.inference_mode():
+        compiled_backbone(model.backbone)(window)
+        with torch.no_grad():
+            model.backbone.down_tr64.ops[0].conv1.weight.mul_(1.1)
+        compiled_backbone(model.backbone)(window)
+    other(x)
+    assert counter.frame_count == 1  # the other function was not compiled again
+
+
 def test_segmenter_gives_the_same_masks_compiled_and_reports_it():
     model = small_model()
     phantom = make_phantom(3, shape=(48, 48, 24), spacing=(6.4, 6.4, 10.0))

@@ -7,8 +7,11 @@ Compiling fuses the normalisation, ReLU and layout changes around each convoluti
 UNETR, which then gains 1.25×), so :func:`worth_compiling` is what ``compile="auto"`` asks.
 
 Frozen weights are constants of the compiled code: when a model's weights change (fine-tuning,
-loading a state dict), :func:`compiled_backbone` compiles it again. A compilation that fails (no
-C++ compiler, an unsupported operator) is reported once, and the backbone then runs uncompiled.
+loading a state dict), :func:`compiled_backbone` compiles it again. TorchDynamo keeps compiled code
+per Python code object, so each compilation traces its own copy of the backbone's ``forward`` code:
+dropping it drops only that backbone's stale code, and other compiled functions in the process keep
+theirs. A compilation that fails (no C++ compiler, an unsupported operator) is reported once, and
+the backbone then runs uncompiled.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import types
 import weakref
 from collections.abc import Callable
 
@@ -55,7 +59,7 @@ class CompiledBackbone:
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
         self.fingerprint = weights_fingerprint(backbone)
-        self.compiled: Callable | None = torch.compile(backbone, dynamic=False)
+        self.compiled: Callable | None = torch.compile(own_forward(backbone), dynamic=False, fullgraph=True)
         self.proven = False  # one call has gone through the compiled code
 
     def __call__(self, x: torch.Tensor):
@@ -78,12 +82,20 @@ class CompiledBackbone:
         return self.compiled is not None
 
 
+def own_forward(module: nn.Module) -> Callable:
+    """``module.forward`` bound to ``module`` as a function with a code object of its own (one graph:
+    the submodules' code is traced into it), so that compiled code for it is kept for this call site
+    alone and goes when the function does."""
+    forward = type(module).forward
+    function = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__,
+                                  forward.__defaults__, forward.__closure__)
+    return types.MethodType(function, module)
+
+
 def compiled_backbone(backbone: nn.Module) -> CompiledBackbone:
-    """The compiled form of ``backbone``, shared by every caller while its weights stay the same."""
+    """The compiled form of ``backbone``, shared by every caller while its weights stay the same; a
+    new one (its code holds the old weights as constants) when they changed."""
     entry = _cache.get(backbone)
-    if entry is not None and entry.fingerprint == weights_fingerprint(backbone):
-        return entry
-    if entry is not None:
-        torch._dynamo.reset()  # its compiled code holds the old weights as constants
-    entry = _cache[backbone] = CompiledBackbone(backbone)
+    if entry is None or entry.fingerprint != weights_fingerprint(backbone):
+        entry = _cache[backbone] = CompiledBackbone(backbone)
     return entry
