@@ -13,6 +13,7 @@ from fastapi import HTTPException
 
 import universal
 from universal.annotations import Annotation, AnnotationError, read_annotation
+from universal.backbones import DEFAULT_BACKBONE
 from universal.catalog import Catalog
 from universal.checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
 from universal.errors import UniversalError, WeightsUnavailableError
@@ -61,7 +62,7 @@ class AppConf:
     """The app's ``--conf`` keys (values arrive as strings); see the README's table."""
 
     models: str = MODEL_NAME
-    backbone: str = "unet"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = ""
     download: bool = True
     model_dir: str = ""
@@ -84,7 +85,7 @@ class AppConf:
         models = conf.get("models", MODEL_NAME)
         if models not in (MODEL_NAME, "all"):
             raise ValueError(f"--conf models must be '{MODEL_NAME}' (or 'all'), got {models!r}")
-        backbone = conf.get("backbone", "unet")
+        backbone = conf.get("backbone", DEFAULT_BACKBONE)
         if backbone not in RELEASED_CHECKPOINTS:
             raise ValueError(f"--conf backbone must be {' or '.join(RELEASED_CHECKPOINTS)}, got {backbone!r}")
         return cls(
@@ -119,7 +120,7 @@ class AppState:
         self.store = ModelStore(self.model_dir)
         self.source: Path | None = None
         self.status = "looking for weights"
-        self.downloading = False
+        self._downloads = 0  # downloads running (refresh(download=True) calls in flight)
         self._lock = threading.RLock()
         self._models: dict[str, tuple[tuple, universal.UniversalModel]] = {}
         self._catalog: tuple[tuple, Catalog] | None = None
@@ -130,24 +131,28 @@ class AppState:
     def refresh(self, download: bool = False, announce: bool = True) -> bool:
         """Look for weights (model folder, ``--conf weights``, the release; downloading it only when
         ``download``); returns whether the model is ready. Not ready: one log line says where to put
-        the file."""
-        try:
+        the file. While a download runs, other refreshes leave its status alone."""
+        with self._lock:
             if download:
-                self.downloading = True
+                self._downloads += 1
                 self.status = f"downloading the released {self.conf.backbone} weights"
+        try:
             source = self.store.resolve_weights(self.conf.weights or None, self.conf.backbone,
                                                 download=download and self.conf.download)
         except UniversalError as error:
             with self._lock:
                 before = self.status
                 self.source = None
-                self.status = (f"not ready: {error} (start the server with --conf weights PATH)"
-                               if isinstance(error, WeightsUnavailableError) else f"not ready: {error}")
+                if not self.downloading or download:
+                    self.status = (f"not ready: {error} (start the server with --conf weights PATH)"
+                                   if isinstance(error, WeightsUnavailableError) else f"not ready: {error}")
             if announce and self.status != before:
                 log.warning("Universal Model %s", self.status)
             return False
         finally:
-            self.downloading = False
+            if download:
+                with self._lock:
+                    self._downloads -= 1
         with self._lock:
             changed = source != self.source
             self.source = source
@@ -157,6 +162,11 @@ class AppState:
             licence = f"; licence: {released.licence}" if released else ""
             log.info("Universal Model weights: %s%s", source, licence)
         return True
+
+    @property
+    def downloading(self) -> bool:
+        """Whether a download of the released weights is running."""
+        return self._downloads > 0
 
     @property
     def ready(self) -> bool:
