@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 import universal
-from universal.inference import resolve_device
-from universal.phantoms import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
+from universal.devices import resolve_device
+from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import universal
-from universal.io_utils import atomic_write_text
-from universal.model import HEAD_CHANNELS, HEAD_PARAM_SIZES
-from universal.phantoms import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
-from universal.training import dice
+from universal.io.atomic import atomic_write_text
+from universal.nets.model import HEAD_CHANNELS, HEAD_PARAM_SIZES
+from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
+from universal.training.metrics import dice
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 RESULTS_HEADER = """# Inference: reference path against the default path

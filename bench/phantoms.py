@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from universal.phantoms import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom, save_phantom
+from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom, save_phantom
 
 SIZES = {
     "test": ((96, 96, 48), (4.4, 4.4, 5.0)),

@@ -19,8 +19,8 @@ import time
 import torch
 
 import universal
-from universal.losses import partial_label_loss
 from universal.training import TrainSettings
+from universal.training.losses import partial_label_loss
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -20,14 +20,14 @@ import torch
 from app_server import start_server
 
 import universal
-from universal.annotations import annotation_datalist, read_annotation, write_label_file
 from universal.catalog import Catalog
 from universal.errors import WeightsUnavailableError
-from universal.gate import regression_gate
-from universal.model_store import ModelStore
-from universal.phantoms import make_phantom, save_phantom
-from universal.scans import read_label_map
-from universal.training import catalog_for
+from universal.io.labels import read_label_map, write_label_file
+from universal.serving.annotations import annotation_datalist, read_annotation
+from universal.serving.gate import regression_gate
+from universal.serving.model_store import ModelStore
+from universal.synth import make_phantom, save_phantom
+from universal.training.loop import catalog_for
 
 PHANTOM = {"shape": (40, 40, 30), "spacing": (10.24, 10.24, 16.0)}
 CLASSES = ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney", "Liver Tumor"]

@@ -72,6 +72,6 @@ def test_a_second_refresh_during_a_download_keeps_the_status(tmp_path, monkeypat
 
 
 def test_the_app_serves_the_default_backbone():
-    from universal.backbones import DEFAULT_BACKBONE
+    from universal.nets.registry import DEFAULT_BACKBONE
 
     assert AppConf().backbone == AppConf.parse({}).backbone == DEFAULT_BACKBONE

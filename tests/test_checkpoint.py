@@ -142,7 +142,7 @@ def test_a_training_checkpoint_with_optimiser_state_and_numpy_numbers_loads(mode
                path)
     assert torch.equal(outputs(universal.load_model(path), x), outputs(model, x))
     torch.save({"net": net, "epoch": np.int64(100), "lr": np.float64(1e-4)}, path)
-    with caplog.at_level("INFO", logger="universal.checkpoint"):
+    with caplog.at_level("INFO", logger="universal.nets.checkpoint"):
         assert torch.equal(outputs(universal.load_model(path), x), outputs(model, x))
     assert "numpy numbers besides tensors (numpy.core.multiarray.scalar, numpy.dtype)" in caplog.text
     model.zero_grad()

@@ -92,7 +92,8 @@ def test_phantom_dataset_mode(tmp_path, capsys):
     assert main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["KiTS", "Task09_Spleen"]
     document = json.loads((tmp_path / "KiTS" / "dataset.json").read_text())
-    assert document["labels"] == {"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"}
+    assert document["labels"] == {"0": "background", "1": "Right Kidney and Left Kidney", "2": "Kidney Tumor",
+                                  "3": "Kidney Cyst"}
     assert (tmp_path / "KiTS" / document["training"][0]["label"]).exists()
 
 
@@ -105,9 +106,9 @@ def test_defaults_come_from_the_library():
     """One default backbone everywhere; the options' defaults are the settings dataclasses' defaults."""
     import inspect
 
-    from universal.backbones import DEFAULT_BACKBONE
     from universal.cli import build_parser
     from universal.inference import InferenceSettings
+    from universal.nets.registry import DEFAULT_BACKBONE
     from universal.training import TrainSettings, train
 
     parser = build_parser()

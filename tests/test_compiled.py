@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from universal import InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.compiled import COMPILE_MIN_WINDOWS, compiled_backbone, worth_compiling
 from universal.errors import UniversalError
-from universal.phantoms import make_phantom
+from universal.nets.compiled import COMPILE_MIN_WINDOWS, compiled_backbone, worth_compiling
+from universal.synth import make_phantom
 
 
 def small_model() -> UniversalModel:
@@ -91,7 +91,7 @@ def test_a_failed_compilation_falls_back_to_the_eager_backbone(monkeypatch, capl
     monkeypatch.setattr(torch, "compile", broken_compiler)
     model = small_model()
     window = torch.rand(1, 1, 32, 32, 32)
-    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="universal.compiled"):
+    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="universal.nets.compiled"):
         backbone = compiled_backbone(model.backbone)
         out = backbone(window)
         torch.testing.assert_close(out[1], model.backbone(window)[1])

@@ -11,17 +11,17 @@ import torch
 
 from universal.catalog import Catalog
 from universal.cli import main
-from universal.data import (
+from universal.synth import PhantomDataset, write_datasets
+from universal.training.datasets import (
     DataError,
     Datalist,
     DatasetTemplate,
-    PartialLabelTargetd,
     find_template,
     load_templates,
     prepare_datalist,
 )
-from universal.losses import partial_label_loss
-from universal.phantoms import write_datasets
+from universal.training.losses import partial_label_loss
+from universal.training.targets import PartialLabelTargetd
 
 CATALOG = Catalog.default()
 
@@ -124,7 +124,9 @@ def test_loss_ignores_unannotated_classes():
 @pytest.fixture(scope="module")
 def phantom_datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
-    return write_datasets(root, ["Task09_Spleen", "KiTS", "SpleenPancreasStomach"], cases_per_dataset=3,
+    no_template = PhantomDataset(DatasetTemplate("SpleenPancreasStomach", {1: ("Spleen",), 2: ("Pancreas",),
+                                                                           3: ("Stomach",)}), orientation="LPS")
+    return write_datasets(root, ["Task09_Spleen", "KiTS", no_template], cases_per_dataset=3,
                           shape=(24, 24, 16), spacing=(16.0, 16.0, 30.0))
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import universal
-from universal.checkpoint import RELEASED_CHECKPOINTS
-from universal.download import RemoteFile, cache_dir, resolve
 from universal.errors import WeightsUnavailableError
-from universal.text import CLIP_WEIGHTS
+from universal.io.download import RemoteFile, cache_dir, resolve
+from universal.nets.checkpoint import RELEASED_CHECKPOINTS
+from universal.nets.text import CLIP_WEIGHTS
 
 PAYLOAD = b"weights" * 1000
 RELEASE_PATH = "/ljwztc/CLIP-Driven-Universal-Model/resolve/main/"

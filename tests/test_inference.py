@@ -9,9 +9,9 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from universal import Catalog, InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.inference import box_key, pad_to_window
-from universal.phantoms import make_phantom
-from universal.preprocess import preprocessing, to_scan_grid
+from universal.inference.preprocess import preprocessing, to_scan_grid
+from universal.inference.windows import box_key, pad_to_window
+from universal.synth import make_phantom
 
 CATALOG = Catalog.default()
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from universal import Catalog, UniversalModel
-from universal.model import HEAD_CHANNELS, run_heads
+from universal import Catalog, UniversalError, UniversalModel
+from universal.nets.model import HEAD_CHANNELS, run_heads
 
 SMALL_WIDTHS = {"unet": 8, "swinunetr": 12}
 
@@ -95,7 +95,7 @@ def test_window_normalisation_ignores_training_mode():
 def test_rejects_embeddings_that_do_not_fit_the_catalogue():
     with pytest.raises(ValueError, match=r"class_embeddings must be \(32, 512\)"):
         UniversalModel("unet", width=8, class_embeddings=torch.zeros(31, 512))
-    with pytest.raises(ValueError, match="unknown backbone 'vnet'"):
+    with pytest.raises(UniversalError, match="unknown backbone 'vnet'; choose one of unet, swinunetr"):
         UniversalModel("vnet")
 
 

@@ -11,11 +11,11 @@ from scipy import ndimage
 
 from universal.catalog import Catalog
 from universal.errors import UniversalError
-from universal.phantoms import (
-    DATASETS,
+from universal.synth import (
     LESION_CLASSES,
     Phantom,
     make_phantom,
+    phantom_datasets,
     save_phantom,
     write_datasets,
 )
@@ -239,8 +239,8 @@ def test_nifti_round_trip_keeps_the_affine(tmp_path, lps, suffix):
 def test_datasets_in_decathlon_layout(tmp_path):
     folders = write_datasets(tmp_path, cases_per_dataset=1, seed=4,
                              shape=(40, 40, 40), spacing=(10.5, 10.5, 12.5))
-    assert [f.name for f in folders] == [spec.name for spec in DATASETS]
-    for folder, spec in zip(folders, DATASETS, strict=True):
+    assert [f.name for f in folders] == [spec.name for spec in phantom_datasets()]
+    for folder, spec in zip(folders, phantom_datasets(), strict=True):
         document = json.loads((folder / "dataset.json").read_text())
         assert document["modality"] == {"0": "CT"} and document["tensorImageSize"] == "3D"
         assert document["labels"] == spec.label_names() and document["labels"]["0"] == "background"
@@ -261,9 +261,9 @@ def test_datasets_in_decathlon_layout(tmp_path):
 
 
 def test_dataset_numbering_follows_each_dataset():
-    spec = {s.name: s for s in DATASETS}
+    spec = {s.name: s for s in phantom_datasets()}
     label = np.array(ids("liver", "hepatic vessel", "right kidney", "left kidney", "spleen"))
-    assert spec["BTCV"].encode(label).tolist() == [6, 6, 2, 3, 1]
+    assert spec["BTCV"].encode(label).tolist() == [6, 6, 2, 3, 1]  # the vessels inside the liver count as liver
     assert spec["AbdomenCT-1K"].encode(label).tolist() == [1, 1, 2, 2, 3]
     assert spec["Task09_Spleen"].encode(label).tolist() == [0, 0, 0, 0, 1]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from universal import Catalog
-from universal.phantoms import make_phantom
-from universal.postprocess import postprocess, required_classes
+from universal.inference.postprocess import postprocess, required_classes
+from universal.synth import make_phantom
 
 CATALOG = Catalog.default()
 SHAPE = (40, 30, 30)

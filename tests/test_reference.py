@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets.swin_unetr import PatchMerging
 
 import universal
-from universal.backbones.swinunetr import ReleasedPatchMerging
+from universal.nets.swinunetr import ReleasedPatchMerging
 
 TOLERANCE = 1e-4
 # MONAI >= 1.5's order of the eight patch-merging slices, which the released weights were not trained with

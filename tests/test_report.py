@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from universal.report import class_statistics, lesion_findings, longest_diameter
+from universal.inference.report import class_statistics, lesion_findings, longest_diameter
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])  # mm per voxel, as a clinical scan
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from universal import ScanError, read_scan
-from universal.scans import write_nifti
+from universal.io.scans import write_nifti
 
 SHAPE = (12, 10, 6)
 SPACING = (1.5, 2.0, 3.0)

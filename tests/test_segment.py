@@ -13,7 +13,7 @@ import torch
 
 import universal
 from universal.cli import main
-from universal.scans import write_nifti
+from universal.io.scans import write_nifti
 
 # LPS voxel axes, anisotropic voxels: 40 × 40 × 48 mm, one 32³ window of the small model at 1.5 mm
 AFFINE = np.array([[-2.0, 0, 0, 30.0], [0, -2.2, 0, 12.0], [0, 0, 4.0, -60.0], [0, 0, 0, 1]])

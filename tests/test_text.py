@@ -9,8 +9,9 @@ import torch
 
 import universal
 from universal import Catalog, WeightsUnavailableError
-from universal import text as text_module
-from universal.text import TextEncoder, catalog_embeddings, load_released_embeddings
+from universal.io.download import cache_dir
+from universal.nets import text as text_module
+from universal.nets.text import TextEncoder, catalog_embeddings, load_released_embeddings
 
 
 def test_released_embedding_file(reference):
@@ -73,7 +74,7 @@ def test_clip_weights_from_environment_and_cache_folder(random_clip_weights, mon
     monkeypatch.setenv("UNIVERSAL_CLIP_WEIGHTS", str(random_clip_weights))
     from_env = TextEncoder().encode(["A computerized tomography of a Appendix"])
     monkeypatch.delenv("UNIVERSAL_CLIP_WEIGHTS")
-    cached = universal.download.cache_dir() / text_module.CLIP_WEIGHTS.filename
+    cached = cache_dir() / text_module.CLIP_WEIGHTS.filename
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(random_clip_weights, cached)
     assert TextEncoder().weights_path == cached

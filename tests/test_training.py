@@ -21,8 +21,9 @@ import torch.multiprocessing as mp
 from partial_labels import write_partial_datasets
 
 import universal
-from universal.data import Datalist, load_templates, prepare_datalist
-from universal.training import NewClass, TrainSettings, catalog_for, learning_rate_factor, train
+from universal.training import NewClass, TrainSettings, train
+from universal.training.datasets import Datalist, load_templates, prepare_datalist
+from universal.training.loop import catalog_for, learning_rate_factor
 
 # Phantoms of 410 × 410 × 480 mm at coarse voxels; the tiny model works at 12 mm with 16³ windows.
 PHANTOM = {"shape": (40, 40, 30), "spacing": (10.24, 10.24, 16.0)}
@@ -129,7 +130,7 @@ def _free_port() -> int:
 def _process(rank: int, world: int, port: int, datalist: Datalist, run_dir, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
-    from universal.distributed import process_group
+    from universal.training.distributed import process_group
 
     with process_group():
         result = train(datalist, run_dir, model=tiny_model(), progress=False,
@@ -156,7 +157,7 @@ def test_training_in_processes_passes_every_setting(datasets, tmp_path):
     and the classes to add."""
     from dataclasses import fields
 
-    from universal.distributed import train_in_processes
+    from universal.training.distributed import train_in_processes
 
     both = prepare_datalist([datasets["both"]], templates=_templates(datasets), validation_fraction=0)
     settings = TrainSettings(steps=2, batch_size=1, accumulate=2, learning_rate=2e-4, weight_decay=2e-5,

@@ -27,9 +27,11 @@ from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 
 import universal
-from universal.annotations import AnnotationError, new_class_names, read_annotation
 from universal.catalog import normalize_name
 from universal.errors import UniversalError
+from universal.io.download import offline
+from universal.nets.text import EMBEDDING_DIM
+from universal.serving.annotations import AnnotationError, new_class_names, read_annotation
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class UniversalApp(MONAILabelApp):
             log.info("Universal Model weights: %s (version %s)", self.state.source, self.state.version())
             if self.app_conf.preload:
                 self.state.model(self.app_conf.device)
-        elif self.app_conf.download and not universal.download.offline():
+        elif self.app_conf.download and not offline():
             threading.Thread(target=self.state.refresh, kwargs={"download": True}, name="weights",
                              daemon=True).start()
         else:
@@ -160,7 +162,7 @@ class UniversalApp(MONAILabelApp):
                 raise http_error(503, f"label not saved: it names the new class '{name}', and {error}") from error
             except UniversalError as error:
                 message = (f"label not saved: cannot add the new class '{name}': {error}. Add it first with "
-                           "POST /universal/classes (name, prompt, or a 512-value embedding)")
+                           f"POST /universal/classes (name, prompt, or a {EMBEDDING_DIM}-value embedding)")
                 raise http_error(422, message) from error
         catalog = self.state.catalog()
         info["classes"] = sorted({catalog[name].name for name in annotation.values.values()

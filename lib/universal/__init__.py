@@ -7,12 +7,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+source"
 
-from .catalog import Catalog, ClassInfo
-from .checkpoint import load_model, read_checkpoint, save_model
-from .errors import CheckpointError, UniversalError, UnknownClassError, WeightsUnavailableError
-from .inference import InferenceSettings, Segmentation, Segmenter, segment
-from .model import InputSpec, UniversalModel
-from .scans import Scan, ScanError, read_scan
+from universal.catalog import Catalog, ClassInfo
+from universal.errors import CheckpointError, UniversalError, UnknownClassError, WeightsUnavailableError
+from universal.inference import InferenceSettings, Segmentation, Segmenter, segment
+from universal.io.scans import Scan, ScanError, read_scan
+from universal.nets.checkpoint import load_model, read_checkpoint, save_model
+from universal.nets.model import InputSpec, UniversalModel
 
 __all__ = [
     "Catalog",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import CatalogError, UnknownClassError
-from .io_utils import atomic_write_text
+from universal.errors import CatalogError, UnknownClassError
+from universal.io.atomic import atomic_write_text
 
 PROMPT_TEMPLATE = "A computerized tomography of a {}"
 KINDS = ("organ", "tumour", "cyst")

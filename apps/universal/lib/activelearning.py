@@ -13,7 +13,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 import universal
 from universal.errors import UniversalError
-from universal.uncertainty import score_scan
+from universal.inference.uncertainty import score_scan
 
 from .state import AppState, ModelNotReady
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from monailabel.datastore.local import LocalDatastore
 
-from universal.scans import ScanError, read_scan
+from universal.io.scans import ScanError, read_scan
 
 from .state import http_error
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from universal.errors import CatalogError, UniversalError
+from universal.nets.text import EMBEDDING_DIM
 
 from .state import AppState, ModelNotReady, http_error
 
@@ -36,10 +37,10 @@ def class_router(current_state) -> APIRouter:
         if not isinstance(name, str) or not name.strip():
             raise http_error(422, "a new class needs a 'name', e.g. {\"name\": \"Appendix\"}")
         embedding = body.get("embedding")
-        if embedding is not None and (not isinstance(embedding, list) or len(embedding) != 512
+        if embedding is not None and (not isinstance(embedding, list) or len(embedding) != EMBEDDING_DIM
                                       or not all(isinstance(v, int | float) for v in embedding)):
-            raise http_error(422, "'embedding' must be a list of 512 numbers (a CLIP ViT-B/32 text embedding); "
-                                  "leave it out to embed the prompt")
+            raise http_error(422, f"'embedding' must be a list of {EMBEDDING_DIM} numbers (a CLIP ViT-B/32 text "
+                                  "embedding); leave it out to embed the prompt")
         try:
             info = state.add_class(name.strip(), body.get("prompt") or None, embedding,
                                    kind=str(body.get("kind") or "organ"), parents=body.get("parents") or (),

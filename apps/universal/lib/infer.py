@@ -12,15 +12,14 @@ from pathlib import Path
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 import universal
-from universal.annotations import viewer_label_map, write_label_file
 from universal.errors import UniversalError, UnknownClassError
-from universal.scans import ScanError
+from universal.io.labels import write_label_file
+from universal.io.scans import IMAGE_SUFFIXES, ScanError
+from universal.serving.annotations import viewer_label_map
 
 from .state import MODEL_NAME, AppState, ModelNotReady, device_choices, http_error, parse_bool, parse_number
 
 log = logging.getLogger(__name__)
-
-RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 
 
 def parse_classes(value) -> list | None:
@@ -126,8 +125,8 @@ class UniversalInfer(InferTask):
         extension = str(request.get("result_extension") or "")
         if not extension:
             name = Path(str(request.get("image", ""))).name.lower()
-            extension = next((e for e in RESULT_EXTENSIONS if name.endswith(e)), ".nii.gz")
+            extension = next((e for e in IMAGE_SUFFIXES if name.endswith(e)), ".nii.gz")
         extension = extension if extension.startswith(".") else f".{extension}"
-        if extension.lower() not in RESULT_EXTENSIONS:
-            raise ValueError(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {extension!r}")
+        if extension.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"result_extension must be one of {', '.join(IMAGE_SUFFIXES)}, got {extension!r}")
         return extension.lower()

@@ -12,13 +12,13 @@ import torch
 from fastapi import HTTPException
 
 import universal
-from universal.annotations import Annotation, AnnotationError, read_annotation
-from universal.backbones import DEFAULT_BACKBONE
 from universal.catalog import Catalog
-from universal.checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from universal.devices import resolve_device
 from universal.errors import UniversalError, WeightsUnavailableError
-from universal.inference import resolve_device
-from universal.model_store import ModelStore
+from universal.nets.checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from universal.nets.registry import DEFAULT_BACKBONE
+from universal.serving.annotations import Annotation, AnnotationError, read_annotation
+from universal.serving.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 

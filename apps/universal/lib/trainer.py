@@ -1,4 +1,4 @@
-"""The ``universal`` train task: :func:`universal.finetune.finetune` on the datastore's final labels."""
+"""The ``universal`` train task: :func:`universal.serving.finetune.finetune` on the datastore's final labels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from monailabel.interfaces.tasks.train import TrainTask
 
 from universal.errors import UniversalError
-from universal.finetune import FinetuneSettings, finetune
+from universal.serving.finetune import FinetuneSettings, finetune
 
 from .state import AppState, device_choices, parse_bool, parse_number
 

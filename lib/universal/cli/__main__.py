@@ -1,0 +1,5 @@
+import sys
+
+from universal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""``universal segment INPUT... -o OUTDIR``: label maps, masks and reports (:func:`universal.segment`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from universal.devices import PRECISIONS
+from universal.inference.segmenter import COMPILE_CHOICES, InferenceSettings
+from universal.nets.registry import DEFAULT_BACKBONE
+
+
+def add_parser(commands) -> None:
+    infer = InferenceSettings()  # the defaults the options show
+    seg = commands.add_parser(
+        "segment",
+        help="segment CT scans: label map, optional masks and a report per case",
+        description="Segment CT scans (NIfTI, NRRD, or folders holding a DICOM series). Each case gets "
+        "OUTDIR/<case>/segmentation.nii.gz (catalogue ids on the scan's grid), report.json and, with "
+        "--masks, masks/<Class Name>.nii.gz. A case that fails is reported and the others go on.",
+    )
+    seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CT file or DICOM folder")
+    seg.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    seg.add_argument("--model", default=DEFAULT_BACKBONE,
+                     help="checkpoint file, or a released model: unet or swinunetr (default %(default)s)")
+    seg.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (names or ids)")
+    seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
+    seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
+    seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
+    seg.add_argument("--overlap", type=float, default=infer.overlap,
+                     help="window overlap, 0 to <1 (default %(default)s)")
+    seg.add_argument("--batch-size", type=int, default=infer.batch_size,
+                     help="windows per network call (default %(default)s)")
+    seg.add_argument("--device", default=infer.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
+    seg.add_argument("--precision", default=infer.precision, choices=("auto", *PRECISIONS),
+                     help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
+    seg.add_argument("--compile", default=infer.compile, choices=COMPILE_CHOICES,
+                     help="compile the backbone (auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more)")
+    seg.add_argument("--every-window", action="store_true",
+                     help="run every window: do not skip windows of air nor localise a few classes first")
+    seg.add_argument("--threshold", type=float, default=infer.threshold,
+                     help="class probability threshold (default %(default)s)")
+    seg.add_argument("--no-postprocess", action="store_true", help="keep the thresholded masks as they are")
+    seg.add_argument("--quiet", action="store_true", help="no progress bars")
+    seg.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from universal.inference import segment
+
+    settings = InferenceSettings(
+        overlap=args.overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
+        threshold=args.threshold, postprocess=not args.no_postprocess,
+        skip_air=not args.every_window, localize=not args.every_window, compile=args.compile,
+    )
+    classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
+
+    def tell(outcome) -> None:
+        if outcome.status == "failed":
+            print(f"universal segment: {outcome.name}: failed: {outcome.error}", file=sys.stderr)
+        elif not args.quiet:
+            timing = f" in {outcome.seconds:.1f} s" if outcome.status == "done" else " (finished before)"
+            print(f"{outcome.name}: {outcome.status}{timing}: {outcome.folder}")
+
+    outcomes = segment(args.inputs, args.output, model=args.model, classes=classes, masks=args.masks,
+                       resume=args.resume, series=args.series, settings=settings, progress=not args.quiet,
+                       on_case=tell)
+    failed = sum(outcome.status == "failed" for outcome in outcomes)
+    if failed:
+        print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)
+    return 1 if failed else 0

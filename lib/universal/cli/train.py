@@ -1,0 +1,100 @@
+"""``universal train DATALIST -o RUN``: training and fine-tuning (:func:`universal.training.train`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from universal.devices import PRECISIONS
+from universal.errors import UniversalError
+from universal.nets.model import InputSpec
+from universal.nets.registry import BACKBONES, DEFAULT_BACKBONE
+from universal.nets.text import read_embedding
+from universal.training.settings import TrainSettings
+
+
+def add_parser(commands) -> None:
+    defaults, space = TrainSettings(), InputSpec()  # the defaults the options show
+    fit = commands.add_parser(
+        "train",
+        help="train or fine-tune on a datalist, optionally teaching new classes",
+        description="Train on a datalist from `universal prepare`. RUN receives checkpoint.pt (resumable), "
+        "model.pt, metrics.csv, validation.csv and TensorBoard events. Start from --model, or from scratch "
+        "with --backbone. Under torchrun, every process trains and process 0 writes.",
+    )
+    fit.add_argument("datalist", type=Path, help="datalist written by `universal prepare`")
+    fit.add_argument("-o", "--output", type=Path, required=True, metavar="RUN", help="run folder")
+    fit.add_argument("--model", help="checkpoint file or released model (unet, swinunetr) to start from")
+    fit.add_argument("--backbone", choices=tuple(BACKBONES), default=DEFAULT_BACKBONE,
+                     help="from scratch: backbone (default %(default)s)")
+    fit.add_argument("--width", type=int, help="from scratch: backbone width (default: the released width)")
+    fit.add_argument("--spacing", type=float,
+                     help=f"from scratch: model-space voxel size in mm (default {space.spacing[0]:g})")
+    fit.add_argument("--window", type=int,
+                     help=f"from scratch: sliding-window side in voxels (default {space.window_size[0]})")
+    fit.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (default %(default)s)")
+    fit.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                     help="crops per network call (default %(default)s)")
+    fit.add_argument("--accumulate", type=int, default=defaults.accumulate,
+                     help="network calls per step (default %(default)s)")
+    fit.add_argument("--lr", type=float, default=defaults.learning_rate,
+                     help="AdamW learning rate (default %(default)s)")
+    fit.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                     help="linear warm-up steps (default %(default)s)")
+    fit.add_argument("--crop", type=int, help="crop side in voxels (default: the model's window)")
+    fit.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
+                     help="clip the gradient norm to this (default %(default)s; 0: no clipping)")
+    fit.add_argument("--precision", default=defaults.precision, choices=("auto", *PRECISIONS),
+                     help="auto: bfloat16 autocast on GPUs that support it, else float32")
+    fit.add_argument("--device", default=defaults.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
+    fit.add_argument("--seed", type=int, default=defaults.seed,
+                     help="seed of initialisation and crops (default %(default)s)")
+    fit.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                     help="steps between checkpoints (default %(default)s)")
+    fit.add_argument("--validate-every", type=int, default=defaults.validate_every,
+                     help="steps between validations (default %(default)s: at the end)")
+    fit.add_argument("--add-class", action="append", default=[], metavar="NAME", help="teach a new class (repeatable)")
+    fit.add_argument("--prompt", action="append", default=[], help="prompt of the n-th --add-class")
+    fit.add_argument("--embedding", action="append", type=Path, default=[],
+                     help="512-value embedding (.pt or .npy) of the n-th --add-class, instead of CLIP")
+    fit.add_argument("--freeze-base", action="store_true",
+                     help="train only the new classes: every other class stays exactly as it was")
+    fit.add_argument("--no-distill", action="store_true",
+                     help="with new classes and no --freeze-base: do not distil the old classes")
+    fit.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from universal.training import NewClass, train
+    from universal.training.distributed import process_group
+
+    if len(args.prompt) > len(args.add_class) or len(args.embedding) > len(args.add_class):
+        raise UniversalError("each --prompt and --embedding belongs to an --add-class given before it")
+    new = [
+        NewClass(name, args.prompt[i] if i < len(args.prompt) else None,
+                 read_embedding(args.embedding[i]) if i < len(args.embedding) else None)
+        for i, name in enumerate(args.add_class)
+    ]
+    spec = None
+    if args.spacing or args.window:
+        default = InputSpec()
+        spec = InputSpec(spacing=(args.spacing,) * 3 if args.spacing else default.spacing,
+                         window_size=(args.window,) * 3 if args.window else default.window_size)
+    settings = TrainSettings(
+        steps=args.steps, batch_size=args.batch_size, accumulate=args.accumulate, learning_rate=args.lr,
+        warmup_steps=args.warmup_steps, crop_size=(args.crop,) * 3 if args.crop else None,
+        precision=args.precision, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every, freeze_base=args.freeze_base, distill=not args.no_distill,
+        max_grad_norm=args.max_grad_norm,
+    )
+    with process_group():
+        result = train(args.datalist, args.output, model=args.model, settings=settings, add_classes=new,
+                       backbone=args.backbone, width=args.width, input_spec=spec, resume=args.resume,
+                       progress=not args.quiet)
+    if result.old_classes_before:
+        print("old classes before: " + ", ".join(f"{k} {v:.3f}" for k, v in result.old_classes_before.items()))
+    if result.validation:
+        print("validation Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items()))
+    print(f"trained {result.steps} steps; wrote {result.run_dir / 'model.pt'}")

@@ -1,0 +1,74 @@
+"""Where and in which precision the networks run: devices by name, the precision policies of
+inference and training, and what this CPU computes natively."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from universal.errors import UniversalError
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is ``"auto"`` or one of :data:`PRECISIONS`, else a :class:`UniversalError`."""
+    if precision not in ("auto", *PRECISIONS):
+        raise UniversalError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: float16 on CUDA; bfloat16 on CPUs with native bfloat16 arithmetic, float32 on other
+    CPUs. Otherwise the named precision."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
+    return PRECISIONS[precision]
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast precision of training: ``"auto"`` is bfloat16 on CUDA GPUs that support it and
+    float32 elsewhere (a CPU trains in float32). Otherwise the named precision."""
+    if precision == "auto":
+        supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if supported else torch.float32
+    return PRECISIONS[precision]
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), where it is faster than
+    float32; elsewhere bfloat16 is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bfloat16 units, e.g. ``"AMD EPYC (AVX-512 BF16, no AMX), 2 threads"``."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            name = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), name)
+    except OSError:
+        pass
+    avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    units = f"{'AVX-512 BF16' if avx512 else 'no AVX-512 BF16'}, {'AMX' if amx else 'no AMX'}"
+    return f"{name} ({units}), {torch.get_num_threads()} threads"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UniversalError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UniversalError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+

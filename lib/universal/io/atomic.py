@@ -1,0 +1,56 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from universal.errors import UniversalError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".part") -> Iterator[Path]:
+    """A temporary file name beside ``path`` (ending in ``suffix``, for writers that choose the format
+    by it); on success the file written there replaces ``path`` in one step.
+
+    On error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` in one step (see
+    :func:`atomic_path`)."""
+    with atomic_path(path) as temporary, open(temporary, mode) as stream:
+        yield stream
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def check_nifti_path(path: str | Path) -> Path:
+    """``path`` as a Path if its name ends in ``.nii`` or ``.nii.gz``; else a :class:`UniversalError`."""
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise UniversalError(f"NIfTI files end in .nii or .nii.gz; got {path}")
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as stream:
+        stream.write(text)

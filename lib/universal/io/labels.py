@@ -1,0 +1,73 @@
+"""Label files: label maps (uint8, 0..255) read from and written to NIfTI or NRRD on a scan's grid,
+and a scan's grid read without its voxels where the format allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from universal.errors import UniversalError
+from universal.io.atomic import atomic_path
+from universal.io.scans import (
+    IMAGE_SUFFIXES,
+    LPS_TO_RAS,
+    NIFTI_SUFFIXES,
+    ScanError,
+    read_scan,
+    read_volume,
+    write_nifti,
+)
+
+
+def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A label map (uint8 (X, Y, Z), values 0..255) and its RAS+ affine from a NIfTI or NRRD file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScanError(f"{path}: no such label file")
+    try:
+        labels, affine = read_volume(path)
+    except Exception as error:
+        raise ScanError(f"{path}: cannot be read as a label map ({str(error).strip()[:200]})") from error
+    if labels.ndim == 4 and labels.shape[3] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 3:
+        raise ScanError(f"{path}: a label map must be a 3D volume, got shape {labels.shape}")
+    if not np.isfinite(labels).all() or labels.min() < 0 or labels.max() > 255 or np.any(labels != np.round(labels)):
+        raise ScanError(f"{path}: a label map holds whole numbers 0..255, one per voxel")
+    return labels.astype(np.uint8), affine
+
+
+def image_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, RAS+ affine) of a scan; NIfTI headers are read without the voxels."""
+    path = Path(path)
+    if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        header = nib.load(path)
+        return tuple(int(n) for n in header.shape[:3]), np.asarray(header.affine, dtype=np.float64)
+    scan = read_scan(path)
+    return scan.shape, scan.affine
+
+
+def write_label_file(label_map: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 label map (X, Y, Z) with its RAS+ affine as NIfTI (``.nii``, ``.nii.gz``) or NRRD
+    (``.nrrd``), atomically."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        write_nifti(np.asarray(label_map, dtype=np.uint8), affine, path)
+        return path
+    if not name.endswith(IMAGE_SUFFIXES):
+        raise UniversalError(f"label files are written as {', '.join(IMAGE_SUFFIXES)}, not {path.name}")
+    import SimpleITK as sitk
+
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # the same matrix maps RAS to LPS
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(label_map, dtype=np.uint8).transpose(2, 1, 0)))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    image.SetOrigin([float(v) for v in lps[:3, 3]])
+    with atomic_path(path, suffix=".nrrd") as temporary:
+        sitk.WriteImage(image, str(temporary), True)
+    return path

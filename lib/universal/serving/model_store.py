@@ -1,0 +1,224 @@
+"""A folder of models in use: the current model, every model published before it, the class
+catalogue, and training runs.
+
+Layout of ``FOLDER``::
+
+    universal.pt          the current model (own format), replaced atomically on publish or restore
+    catalog.yaml          the current model's class catalogue (ids, names, prompts)
+    versions/v0001.pt     every published model, kept
+    versions.json         one record per version (origin, classes, gate decision) and the current one
+    runs/<time>/          training runs (universal.training.loop's run folders)
+    train_stats.json      the last fine-tuning's outcome
+
+Weights for a folder without ``universal.pt`` come from :meth:`ModelStore.resolve_weights`: a
+released file placed in the folder, then a given file or released name, then the release itself
+(downloaded and verified, unless downloads are off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from universal.catalog import ClassInfo
+from universal.errors import UniversalError, WeightsUnavailableError
+from universal.io.atomic import atomic_open, atomic_write_text
+from universal.io.download import cache_dir, offline, resolve
+from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint, save_model
+from universal.nets.model import UniversalModel
+from universal.nets.registry import DEFAULT_BACKBONE
+
+log = logging.getLogger(__name__)
+
+CURRENT, CATALOG, INDEX, VERSIONS, RUNS, STATS = (
+    "universal.pt", "catalog.yaml", "versions.json", "versions", "runs", "train_stats.json")
+
+
+class ModelStore:
+    """The model folder of an application (see the module docstring)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    # -- paths --
+
+    @property
+    def current_path(self) -> Path:
+        return self.folder / CURRENT
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.folder / CATALOG
+
+    @property
+    def stats_path(self) -> Path:
+        return self.folder / STATS
+
+    def version_path(self, version: int) -> Path:
+        return self.folder / VERSIONS / f"v{version:04d}.pt"
+
+    def new_run_dir(self) -> Path:
+        """A fresh folder under ``runs/`` named by the current UTC time."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", *(f"-{n}" for n in range(1, 1000))):
+            candidate = self.folder / RUNS / f"{stamp}{suffix}"
+            if not candidate.exists():
+                candidate.mkdir(parents=True)
+                return candidate
+        raise UniversalError(f"cannot create a run folder under {self.folder / RUNS}")
+
+    # -- weights --
+
+    def resolve_weights(self, weights: str | Path | None = None, backbone: str = DEFAULT_BACKBONE,
+                        download: bool = True, progress: bool = True) -> Path:
+        """The checkpoint to serve: ``universal.pt``; a released file of ``backbone`` in the folder;
+        ``weights`` (a file, or a released name); the release of ``backbone`` from the variable, the
+        cache or, when ``download`` is true and downloads are not off, a verified download.
+
+        Raises :class:`WeightsUnavailableError` saying where to put the file.
+        """
+        if self.current_path.is_file():
+            return self.current_path
+        if backbone not in RELEASED_CHECKPOINTS:
+            raise UniversalError(f"unknown backbone {backbone!r}; use {' or '.join(RELEASED_CHECKPOINTS)}")
+        released = RELEASED_CHECKPOINTS[backbone]
+        placed = self.folder / Path(released.filename).name
+        if placed.is_file():
+            return placed
+        if weights:
+            if str(weights) in RELEASED_CHECKPOINTS and not Path(weights).exists():
+                released = RELEASED_CHECKPOINTS[str(weights)]
+            else:
+                path = Path(weights).expanduser()
+                if not path.is_file():
+                    raise WeightsUnavailableError(f"weights file {path} does not exist; give an existing checkpoint")
+                return path
+        if download and not offline():
+            return resolve(released, progress=progress)
+        for candidate in (os.environ.get(released.env or ""), cache_dir() / released.filename):
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+        raise WeightsUnavailableError(
+            f"no weights: put {Path(released.filename).name} into {self.folder}/ (from {released.url}), "
+            "or give a checkpoint file"
+        )
+
+    def load(self, source: str | Path, device: str | torch.device = "cpu") -> UniversalModel:
+        """The model in ``source`` (see :meth:`resolve_weights`)."""
+        return load_model(source, device)
+
+    # -- versions --
+
+    def index(self) -> dict:
+        """``{"current": version or None, "restored": version or None, "versions": [records]}``."""
+        path = self.folder / INDEX
+        if not path.is_file():
+            return {"current": None, "restored": None, "versions": []}
+        try:
+            return json.loads(path.read_text())
+        except ValueError as error:
+            raise UniversalError(f"{path} is damaged ({error}); restore it from a backup or remove it") from error
+
+    def versions(self) -> list[dict]:
+        return list(self.index()["versions"])
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive access to the folder between processes (the server and its training process)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as handle:
+            try:
+                import fcntl
+            except ImportError:  # no advisory locks on this platform: writes are still atomic
+                yield
+                return
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def publish(self, model: UniversalModel, origin: str, details: dict | None = None) -> dict:
+        """Keep ``model`` as the next version and make it current; returns its record."""
+        with self.lock():
+            return self.publish_locked(model, origin, details)
+
+    def publish_locked(self, model: UniversalModel, origin: str, details: dict | None = None) -> dict:
+        """:meth:`publish` for a caller that holds :meth:`lock`."""
+        index = self.index()
+        version = max((record["version"] for record in index["versions"]), default=0) + 1
+        path = save_model(model, self.version_path(version), provenance={"version": version, "origin": origin})
+        record = {
+            "version": version,
+            "file": str(path.relative_to(self.folder)),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "origin": origin,
+            "classes": len(model.catalog),
+            **(details or {}),
+        }
+        self._make_current(path)
+        model.catalog.save_yaml(self.catalog_path)
+        index["versions"].append(record)
+        index["current"] = version
+        self._write_index(index)
+        log.info("published model version %d (%s)", version, origin)
+        return record
+
+    def restore(self, version: int) -> dict:
+        """Make a kept version current again; returns its record."""
+        with self.lock():
+            index = self.index()
+            record = next((r for r in index["versions"] if r["version"] == version), None)
+            if record is None:
+                kept = ", ".join(str(r["version"]) for r in index["versions"]) or "none"
+                raise UniversalError(f"no model version {version} in {self.folder / VERSIONS}; kept versions: {kept}")
+            path = self.version_path(version)
+            catalog = read_checkpoint(path).catalog
+            self._make_current(path)
+            if catalog is not None:
+                catalog.save_yaml(self.catalog_path)
+            index["current"] = index["restored"] = version
+            self._write_index(index)
+        log.info("restored model version %d (%s)", version, record["origin"])
+        return record
+
+    def _make_current(self, path: Path) -> None:
+        with open(path, "rb") as source, atomic_open(self.current_path) as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+
+    def _write_index(self, index: dict) -> None:
+        atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2) + "\n")
+
+    # -- classes --
+
+    def add_class(self, source: str | Path, name: str, prompt: str | None = None,
+                  embedding: torch.Tensor | Sequence[float] | None = None, *, kind: str = "organ",
+                  parents: Iterable[str] = (), synonyms: Iterable[str] = (), text_encoder=None) -> ClassInfo:
+        """Add a class to the model in ``source`` and publish the result; returns the new class.
+
+        Its embedding is ``embedding`` or the CLIP embedding of its prompt (default: the released
+        template around ``name``). Existing classes compute exactly as before.
+        """
+        with self.lock():
+            model = load_model(self.current_path if self.current_path.is_file() else source)
+            info = model.add_class(name, prompt, embedding, kind=kind, parents=parents, synonyms=synonyms,
+                                   text_encoder=text_encoder)
+            self.publish_locked(model, f"class added: {info.name}")
+        return info
+
+    def write_stats(self, stats: dict) -> None:
+        atomic_write_text(self.stats_path, json.dumps(stats, indent=2) + "\n")
+
+    def stats(self) -> dict:
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
