@@ -6,6 +6,8 @@
   compute exactly as before;
 * (opt-in, `pytest -m learning`) on the trained model, the default inference path's masks agree
   with those of every window in float32.
+
+``bench/learning.py`` runs the same recipe over several seeds and thread counts.
 """
 
 from __future__ import annotations
@@ -16,82 +18,50 @@ import json
 import numpy as np
 import pytest
 import torch
-from partial_labels import LIVER, write_partial_datasets
+from partial_labels import (
+    BASE_STEPS,
+    CASES_PER_DATASET,
+    LARGE_ORGANS,
+    PHANTOM,
+    TRAINED,
+    scores,
+    train_base,
+    unseen_cases,
+    write_partial_datasets,
+)
 
 import universal
-from universal.cli import main
-from universal.data import load_templates, prepare_datalist
+from universal.devices import cpu_description
 from universal.inference import InferenceSettings, Segmenter
-from universal.phantoms import make_phantom
-from universal.scans import Scan
-from universal.training import NewClass, TrainSettings, dice, train
-
-# Phantoms of 410 × 410 × 480 mm; the model works at 8 mm with 32³ windows (256 mm).
-PHANTOM = {"shape": (64, 64, 48), "spacing": (6.4, 6.4, 10.0)}
-LARGE_ORGANS = ("Liver", "Spleen", "Kidneys", "Stomach")
-TRAINED = ("Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney")
-BASE_STEPS = 1200
+from universal.training import NewClass, TrainSettings, train
+from universal.training.datasets import load_templates, prepare_datalist
+from universal.training.metrics import dice
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), 8, **PHANTOM)
+    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), CASES_PER_DATASET, **PHANTOM)
 
 
 @pytest.fixture(scope="module")
 def unseen():
-    """Two patients no dataset holds: (scan, truth masks by class name)."""
-    cases = []
-    for seed in (9001, 9002):
-        phantom = make_phantom(seed, **PHANTOM)
-        ids = universal.Catalog.default()
-        truth = {name: np.isin(phantom.label, ids.ids([name])) for name in TRAINED}
-        truth["Liver"] = np.isin(phantom.label, ids.ids(LIVER))
-        truth["Kidneys"] = truth["Right Kidney"] | truth["Left Kidney"]
-        cases.append((Scan(phantom.image.astype(np.float32), phantom.affine, f"unseen{seed}"), truth))
-    return cases
-
-
-def scores(model, cases, classes) -> dict[str, float]:
-    """Mean Dice per class over ``cases`` on the scans' grids (whole pipeline, post-processing on);
-    "Kidneys", when the model lacks it, is the union of its right and left kidney masks."""
-    segmenter = Segmenter(model, InferenceSettings(device="cpu"), progress=False)
-    found: dict[str, list[float]] = {name: [] for name in classes}
-    for scan, truth in cases:
-        result = segmenter(scan)
-        for name in classes:
-            if name == "Kidneys" and name not in model.catalog.names:
-                mask = result.mask("Right Kidney") | result.mask("Left Kidney")
-            else:
-                mask = result.mask(name)
-            found[name].append(dice(mask, truth[name]))
-    return {name: float(np.mean(v)) for name, v in found.items()}
+    return unseen_cases()
 
 
 @pytest.fixture(scope="module")
 def base(datasets, reference, tmp_path_factory):
-    """A width-8 U-Net trained from scratch through the CLI on the two disjoint datasets (its class
-    embeddings are the released ones)."""
-    root = tmp_path_factory.mktemp("base")
-    datalist = root / "datalist.json"
-    assert main(["prepare", str(datasets["organs"]), str(datasets["kidneys"]), "--templates",
-                 str(datasets["templates"]), "--validation-fraction", "0.25", "-o", str(datalist)]) == 0
-    torch.set_num_threads(2)
-    arguments = ["train", str(datalist), "-o", str(root / "run"), "--width", "8", "--spacing", "8",
-                 "--window", "32", "--steps", str(BASE_STEPS), "--lr", "3e-3", "--warmup-steps", "10",
-                 "--checkpoint-every", "0", "--quiet"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("UNIVERSAL_TEXT_EMBEDDINGS", str(reference / "txt_encoding.pth"))
-        assert main(arguments) == 0
-    return root / "run"
+    """A width-8 U-Net trained from scratch through the CLI on the two disjoint datasets (seed 0, two
+    threads; its class embeddings are the released ones)."""
+    return train_base(datasets, tmp_path_factory.mktemp("base"), reference / "txt_encoding.pth")
 
 
 def test_disjoint_datasets_teach_one_model_their_union(base, unseen):
     model = universal.load_model(base / "model.pt")
     assert model.catalog.names == list(TRAINED)
     found = scores(model, unseen, (*LARGE_ORGANS, "Right Kidney", "Left Kidney"))
-    print("unseen patients, Dice:", json.dumps(found))
+    print(f"CPU: {cpu_description()}; unseen patients, Dice: {json.dumps(found)}")
     assert np.mean([found[name] for name in LARGE_ORGANS]) >= 0.8, found
+    assert min(found[name] for name in LARGE_ORGANS) >= 0.6, found
     run = json.loads((base / "run.json").read_text())
     assert run["datasets"] == {"Organs": ["Liver", "Spleen", "Stomach"], "Kidneys": ["Right Kidney", "Left Kidney"]}
     with (base / "metrics.csv").open() as stream:
@@ -128,8 +98,9 @@ def test_a_new_class_learns_with_the_base_frozen(base, datasets, unseen, tmp_pat
 
 @pytest.mark.learning
 def test_the_default_path_agrees_with_every_window_in_float32(base, unseen):
-    """bfloat16 moves boundary voxels: on the model this recipe trained here (seed 0), a right kidney of 218 voxels
-    differs by 6 (Dice 0.986), below the bar; models from seeds 1 and 2 reach 0.998 and 0.991."""
+    """bfloat16 moves boundary voxels: on the model of the 8 mm recipe that preceded this one (seed 0), a right
+    kidney of 218 voxels differed by 6 (Dice 0.986), below the bar; models from seeds 1 and 2 reached 0.998 and
+    0.991."""
     model = universal.load_model(base / "model.pt")
     exhaustive = Segmenter(model, InferenceSettings(device="cpu", precision="float32", skip_air=False,
                                                     localize=False), progress=False)
