@@ -11,20 +11,16 @@ import logging
 import os
 import threading
 
-from lib.activelearning import (
-    FirstStrategy,
-    LesionStrategy,
-    RandomStrategy,
-    UncertaintyScoring,
-    UncertaintyStrategy,
-)
+from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScoring, UncertaintyStrategy
+from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
-from lib.endpoints import install
 from lib.infer import UniversalInfer
-from lib.state import MODEL_NAME, AppConf, AppState, ModelNotReady, http_error
+from lib.patches import add_routes
+from lib.state import AppState, ModelNotReady
 from lib.trainer import UniversalTrainer
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.first import First
 
 import universal
 from universal.catalog import normalize_name
@@ -80,7 +76,7 @@ class UniversalApp(MONAILabelApp):
             "uncertainty": UncertaintyStrategy(self.state),
             "lesion": LesionStrategy(self.state),
             "random": RandomStrategy(),
-            "first": FirstStrategy(),
+            "first": First(),
         }
 
     def init_scoring_methods(self):
@@ -94,7 +90,7 @@ class UniversalApp(MONAILabelApp):
             import monailabel.app
             from monailabel.interfaces.utils.app import app_instance
 
-            install(monailabel.app.app, lambda: app_instance().state)
+            add_routes(monailabel.app.app, lambda: app_instance().state)
 
     def on_init_complete(self):
         if self.app_conf.restore and self.state.store.index().get("restored") != self.app_conf.restore:
@@ -119,14 +115,11 @@ class UniversalApp(MONAILabelApp):
     def info(self, request=None):
         meta = super().info()
         meta["universal"] = self.state.describe()
-        meta["universal"]["classes"] = [
-            {k: v for k, v in record.items() if k in ("id", "name", "prompt", "kind", "color")}
-            for record in self.state.catalog().to_records()
-        ]
+        meta["universal"]["classes"] = self.state.catalog().to_records()
         return meta
 
     def infer(self, request, datastore=None):
-        if request.get("model") not in self._infers:
+        if request.get("model") != MODEL_NAME:
             raise http_error(404, f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
         image = request.get("image")
         if isinstance(image, str) and not os.path.exists(image):

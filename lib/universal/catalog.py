@@ -192,6 +192,17 @@ class Catalog:
         """Resolve ids or names to ids, in the given order, without duplicates."""
         return list(dict.fromkeys(self[key].id for key in keys))
 
+    def select(self, classes: Iterable[ClassKey] | ClassKey | None) -> list[int]:
+        """The ids of the classes asked for, in id order: every class for ``None``; otherwise ids,
+        names or synonyms, one or several, or one comma-separated string (``"liver, 2"``)."""
+        if classes is None:
+            return [info.id for info in self._classes]
+        if isinstance(classes, str):
+            classes = [part for part in classes.split(",") if part.strip()]
+        elif isinstance(classes, int | bool) or not isinstance(classes, Iterable):
+            classes = [classes]
+        return sorted(self.ids(classes))
+
     @property
     def names(self) -> list[str]:
         return [info.name for info in self._classes]

@@ -1,6 +1,6 @@
 """Active learning: the ``uncertainty`` scoring method (cached in each image's info) and the
-strategies ``uncertainty``, ``lesion``, ``random`` and ``first``. Every answer carries ``score``,
-the number that chose the image."""
+strategies ``uncertainty``, ``lesion`` and ``random`` (``first`` is MONAI Label's own). Their
+answers carry ``score``, the number that chose the image."""
 
 from __future__ import annotations
 
@@ -141,7 +141,11 @@ class LesionStrategy(ScoredStrategy):
 
 
 class RandomStrategy(Strategy):
-    """A random unlabelled image, weighted by the seconds since this strategy last served it."""
+    """A random unlabelled image, weighted by the seconds since this strategy last served it.
+
+    MONAI Label's own ``Random`` (monailabel/tasks/activelearning/random.py) weighs by the same seconds
+    but without a floor, so it raises when every image was served in the current second (all weights
+    0, as with one image asked for twice); here each weight is at least one second."""
 
     def __init__(self):
         super().__init__("Random unlabelled image, the longest unserved most likely")
@@ -155,16 +159,3 @@ class RandomStrategy(Strategy):
                    for i in images]
         index = random.choices(range(len(images)), weights=weights)[0]
         return {"id": images[index], "score": weights[index] / sum(weights), "score_name": "probability"}
-
-
-class FirstStrategy(Strategy):
-    """The first unlabelled image in name order."""
-
-    def __init__(self):
-        super().__init__("First unlabelled image in name order")
-
-    def __call__(self, request, datastore) -> dict | None:
-        images = sorted(datastore.get_unlabeled_images())
-        if not images:
-            return None
-        return {"id": images[0], "score": 1, "score_name": f"rank in name order (of {len(images)} unlabelled)"}

@@ -9,7 +9,7 @@ from monailabel.datastore.local import LocalDatastore
 
 from universal.io.scans import ScanError, read_scan
 
-from .state import http_error
+from .conf import http_error
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class CheckedDatastore(LocalDatastore):
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
-        if image_id not in self._datastore.objects:
+        if not self.get_image_uri(image_id):
             raise http_error(404, f"no image '{image_id}' in the datastore; add the image first "
                                   "(PUT /datastore/image) or use an id from GET /datastore/?output=all")
         if label_tag == "final":

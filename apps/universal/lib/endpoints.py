@@ -1,9 +1,9 @@
-"""The app's own routes (``/universal/...``) and answers to malformed request bodies."""
+"""The app's own routes (``/universal/...``) and answers to malformed request bodies and to library
+errors that no task turned into an answer (installed by :func:`lib.patches.add_routes`)."""
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 from universal.errors import CatalogError, UniversalError
 from universal.nets.text import EMBEDDING_DIM
 
-from .state import AppState, ModelNotReady, http_error
+from .conf import http_error
+from .state import AppState, ModelNotReady
 
-log = logging.getLogger(__name__)
 NEW_CLASS_BODY = Annotated[dict, Body(examples=[{"name": "Appendix", "prompt": "A computerized tomography of a "
                                                                                  "Appendix"}])]
 
@@ -71,15 +71,3 @@ async def malformed_json(request: Request, error: json.JSONDecodeError) -> JSONR
 async def library_error(request: Request, error: UniversalError) -> JSONResponse:
     """422 (503 when the model is not ready) for a library error no task turned into an answer."""
     return JSONResponse(status_code=503 if isinstance(error, ModelNotReady) else 422, content={"detail": str(error)})
-
-
-def install(fastapi_app, current_state) -> None:
-    """Add the routes and error answers to the running server (once per process)."""
-    if getattr(fastapi_app.state, "universal_routes", False):
-        return
-    fastapi_app.include_router(class_router(current_state))
-    fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
-    fastapi_app.add_exception_handler(UniversalError, library_error)
-    fastapi_app.middleware_stack = None  # rebuilt on the next request, with the handlers above
-    fastapi_app.state.universal_routes = True
-    log.info("routes added: GET/POST /universal/classes, GET /universal/versions")

@@ -17,34 +17,20 @@ from universal.io.labels import write_label_file
 from universal.io.scans import IMAGE_SUFFIXES, ScanError
 from universal.serving.annotations import viewer_label_map
 
-from .state import MODEL_NAME, AppState, ModelNotReady, device_choices, http_error, parse_bool, parse_number
+from .conf import MODEL_NAME, http_error, parse_bool, parse_number
+from .state import AppState, ModelNotReady, device_choices
 
 log = logging.getLogger(__name__)
 
 
-def parse_classes(value) -> list | None:
-    """``classes`` (or OHIF's ``label_prompt``): a list of names or ids, or one comma-separated
-    string; empty means every class."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        items = [item.strip() for item in value.split(",") if item.strip()]
-    elif isinstance(value, int) and not isinstance(value, bool):
-        items = [value]
-    elif isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
-        items = value
-    else:
-        raise ValueError(f"classes must be a list of class names or ids, or a comma-separated string, not {value!r}")
-    return items or None
-
-
 def inference_settings(request: dict, default_device: str) -> universal.InferenceSettings:
     """The request's ``threshold``, ``overlap``, ``postprocess`` and ``device``; ValueError or
-    UniversalError naming a malformed one."""
+    UniversalError naming a malformed one (the library checks the ranges)."""
+    defaults = universal.InferenceSettings()
     return universal.InferenceSettings(
-        threshold=parse_number("threshold", request.get("threshold"), 0.5, 1e-6, 1 - 1e-6),
-        overlap=parse_number("overlap", request.get("overlap"), 0.5, 0.0, 0.99),
-        postprocess=parse_bool("postprocess", request.get("postprocess"), True),
+        threshold=parse_number("threshold", request.get("threshold"), defaults.threshold),
+        overlap=parse_number("overlap", request.get("overlap"), defaults.overlap),
+        postprocess=parse_bool("postprocess", request.get("postprocess"), defaults.postprocess),
         device=str(request.get("device") or default_device),
     )
 
@@ -55,13 +41,14 @@ class UniversalInfer(InferTask):
     ``.nii.gz``; default: the image's)."""
 
     def __init__(self, state: AppState):
+        defaults = universal.InferenceSettings()
         super().__init__(
             type=InferType.SEGMENTATION,
             labels=None,
             dimension=3,
             description="CLIP-Driven Universal Model: abdominal organs and tumours in CT, classes named by prompts",
-            config={"classes": "", "threshold": 0.5, "overlap": 0.5, "postprocess": True,
-                    "device": device_choices()},
+            config={"classes": "", "threshold": defaults.threshold, "overlap": defaults.overlap,
+                    "postprocess": defaults.postprocess, "device": device_choices()},
         )
         self.state = state
 
@@ -79,14 +66,14 @@ class UniversalInfer(InferTask):
         started = time.perf_counter()
         try:
             settings = inference_settings(request, self.state.conf.device)
-            classes = parse_classes(request.get("classes") or request.get("label_prompt"))
+            classes = request.get("classes") or request.get("label_prompt") or None  # OHIF sends label_prompt
             extension = self._extension(request)
         except (ValueError, UniversalError) as error:
             raise http_error(422, f"bad inference parameter: {error}") from error
         try:
             model = self.state.model(settings.device)
             segmenter = universal.Segmenter(model, settings, progress=False)
-            wanted = segmenter.catalog.ids(classes) if classes is not None else [c.id for c in segmenter.catalog]
+            wanted = segmenter.catalog.select(classes)
         except ModelNotReady as error:
             raise http_error(503, str(error)) from error
         except UnknownClassError as error:

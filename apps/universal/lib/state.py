@@ -1,109 +1,24 @@
-"""What the app's tasks share: its settings (``--conf``), the model folder, the loaded model and
-whether it is ready, and the errors it answers with."""
+"""What the app's tasks share: the model folder, the loaded model and whether it is ready."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from fastapi import HTTPException
 
 import universal
 from universal.catalog import Catalog
 from universal.devices import resolve_device
 from universal.errors import UniversalError, WeightsUnavailableError
 from universal.nets.checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
-from universal.nets.registry import DEFAULT_BACKBONE
 from universal.serving.annotations import Annotation, AnnotationError, read_annotation
 from universal.serving.model_store import ModelStore
 
+from .conf import AppConf
+
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "universal"
-TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def http_error(status: int, message: str) -> HTTPException:
-    """An HTTP error whose body is ``{"detail": message}``."""
-    return HTTPException(status_code=status, detail=message)
-
-
-def parse_bool(name: str, value, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in TRUE:
-        return True
-    if text in FALSE:
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-def parse_number(name: str, value, default: float, low: float, high: float, *, integer: bool = False) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high or (integer and number != int(number)):
-        kind = "a whole number" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
-    return int(number) if integer else number
-
-
-@dataclass(frozen=True)
-class AppConf:
-    """The app's ``--conf`` keys (values arrive as strings); see the README's table."""
-
-    models: str = MODEL_NAME
-    backbone: str = DEFAULT_BACKBONE
-    weights: str = ""
-    download: bool = True
-    model_dir: str = ""
-    device: str = "auto"
-    restore: int = 0
-    max_epochs: float = 10.0
-    learning_rate: float = 1e-4
-    val_split: float = 0.2
-    gate_tolerance: float = 0.05
-    inline_scoring: int = 2
-    preload: bool = False
-
-    @classmethod
-    def parse(cls, conf: dict) -> AppConf:
-        """Raise ValueError naming a key whose value is not allowed."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(conf) - known - {"server_mode"})
-        if unknown:
-            log.warning("unknown --conf keys %s ignored; known keys: %s", unknown, ", ".join(sorted(known)))
-        models = conf.get("models", MODEL_NAME)
-        if models not in (MODEL_NAME, "all"):
-            raise ValueError(f"--conf models must be '{MODEL_NAME}' (or 'all'), got {models!r}")
-        backbone = conf.get("backbone", DEFAULT_BACKBONE)
-        if backbone not in RELEASED_CHECKPOINTS:
-            raise ValueError(f"--conf backbone must be {' or '.join(RELEASED_CHECKPOINTS)}, got {backbone!r}")
-        return cls(
-            models=MODEL_NAME,
-            backbone=backbone,
-            weights=conf.get("weights", ""),
-            download=parse_bool("--conf download", conf.get("download"), True),
-            model_dir=conf.get("model_dir", ""),
-            device=conf.get("device", "auto"),
-            restore=int(parse_number("--conf restore", conf.get("restore"), 0, 0, 1e9, integer=True)),
-            max_epochs=parse_number("--conf max_epochs", conf.get("max_epochs"), 10.0, 1e-3, 1e6),
-            learning_rate=parse_number("--conf learning_rate", conf.get("learning_rate"), 1e-4, 1e-9, 1.0),
-            val_split=parse_number("--conf val_split", conf.get("val_split"), 0.2, 0.0, 0.9),
-            gate_tolerance=parse_number("--conf gate_tolerance", conf.get("gate_tolerance"), 0.05, 0.0, 1.0),
-            inline_scoring=int(parse_number("--conf inline_scoring", conf.get("inline_scoring"), 2, 0, 1e6,
-                                            integer=True)),
-            preload=parse_bool("--conf preload", conf.get("preload"), False),
-        )
 
 
 class ModelNotReady(UniversalError):

@@ -11,7 +11,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 from universal.errors import UniversalError
 from universal.serving.finetune import FinetuneSettings, finetune
 
-from .state import AppState, device_choices, parse_bool, parse_number
+from .conf import FINETUNE, parse_bool, parse_number
+from .state import AppState, device_choices
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ class UniversalTrainer(TrainTask):
 
     def config(self) -> dict:
         conf = self.state.conf
-        return {"max_epochs": conf.max_epochs, "train_batch_size": 1, "learning_rate": conf.learning_rate,
-                "val_split": conf.val_split, "gate_tolerance": conf.gate_tolerance, "device": device_choices(),
-                "multi_gpu": True}
+        return {"max_epochs": conf.max_epochs, "train_batch_size": FINETUNE.batch_size,
+                "learning_rate": conf.learning_rate, "val_split": conf.val_split, "gate_tolerance": conf.gate_tolerance,
+                "device": device_choices(), "multi_gpu": True}
 
     def stats(self) -> dict:
         return self.state.store.stats()
@@ -48,19 +49,15 @@ class UniversalTrainer(TrainTask):
         result = finetune(self.state.store, source, annotations, settings)
         after = result.decision.after
         stats = {
+            # the keys MONAI Label's clients read from train_stats
             "name": request.get("name", "train"),
             "start_ts": int(started.timestamp()),
             "total_time": str(datetime.datetime.now() - started).split(".")[0],
             "epochs": settings.epochs,
-            "steps": result.steps,
             "best_metric": round(sum(after.values()) / len(after), 4) if after else 0.0,
-            "published": result.published,
+            **result.to_record(),
             "version": result.version if result.published else self.state.version(),
-            "gate": result.decision.to_record(),
             "gate_summary": result.decision.summary(),
-            "training_images": result.training_cases,
-            "held_out_images": result.held_out_cases,
-            "run": str(result.run_dir),
         }
         self.state.store.write_stats(stats)  # finetune has logged the gate's decision
         return stats
@@ -71,17 +68,15 @@ class UniversalTrainer(TrainTask):
             device = str(request.get("device") or conf.device)
             gpus = torch.cuda.device_count()
             multi = parse_bool("multi_gpu", request.get("multi_gpu"), True) and device in ("auto", "cuda") and gpus > 1
-            return FinetuneSettings(
-                epochs=parse_number("max_epochs", request.get("max_epochs"), conf.max_epochs, 1e-3, 1e6),
-                batch_size=int(parse_number("train_batch_size", request.get("train_batch_size"), 1, 1, 1024,
-                                            integer=True)),
-                learning_rate=parse_number("learning_rate", request.get("learning_rate"), conf.learning_rate,
-                                           1e-9, 1.0),
-                held_out=parse_number("val_split", request.get("val_split"), conf.val_split, 0.0, 0.9),
-                tolerance=parse_number("gate_tolerance", request.get("gate_tolerance"), conf.gate_tolerance,
-                                       0.0, 1.0),
+            return conf.finetune_settings(
+                epochs=parse_number("max_epochs", request.get("max_epochs"), conf.max_epochs),
+                batch_size=parse_number("train_batch_size", request.get("train_batch_size"), FINETUNE.batch_size,
+                                        integer=True),
+                learning_rate=parse_number("learning_rate", request.get("learning_rate"), conf.learning_rate),
+                held_out=parse_number("val_split", request.get("val_split"), conf.val_split),
+                tolerance=parse_number("gate_tolerance", request.get("gate_tolerance"), conf.gate_tolerance),
                 device="cuda" if multi else device,
                 processes=gpus if multi else 1,
             )
-        except ValueError as error:
+        except (ValueError, UniversalError) as error:
             raise UniversalError(f"bad training parameter: {error}") from error

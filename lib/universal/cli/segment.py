@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold, postprocess=not args.no_postprocess,
         skip_air=not args.every_window, localize=not args.every_window, compile=args.compile,
     )
-    classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
 
     def tell(outcome) -> None:
         if outcome.status == "failed":
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             timing = f" in {outcome.seconds:.1f} s" if outcome.status == "done" else " (finished before)"
             print(f"{outcome.name}: {outcome.status}{timing}: {outcome.folder}")
 
-    outcomes = segment(args.inputs, args.output, model=args.model, classes=classes, masks=args.masks,
+    outcomes = segment(args.inputs, args.output, model=args.model, classes=args.classes, masks=args.masks,
                        resume=args.resume, series=args.series, settings=settings, progress=not args.quiet,
                        on_case=tell)
     failed = sum(outcome.status == "failed" for outcome in outcomes)

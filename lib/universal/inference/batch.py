@@ -66,9 +66,7 @@ def segment(
         raise UniversalError(f"output {output} is a file; give a folder")
     loaded = model if isinstance(model, UniversalModel) else load_model(model)
     segmenter = Segmenter(loaded, settings, progress=progress)
-    classes = list(classes) if classes is not None else None
-    if classes is not None:
-        segmenter.catalog.ids(classes)  # unknown names fail before any case is read
+    wanted = segmenter.catalog.select(classes)  # unknown names fail before any case is read
     outcomes = []
     with progress_bar(len(paths), "cases", "case", progress and len(paths) > 1, leave=True) as cases:
         for path, name in zip(paths, names, strict=True):
@@ -79,7 +77,7 @@ def segment(
                 try:
                     scan = read_scan(path, series=series)
                     read_seconds = time.perf_counter() - started
-                    result = segmenter(scan, classes)
+                    result = segmenter(scan, wanted)
                     result.report["timings_s"]["read"] = round(read_seconds, 3)
                     result.save(folder, masks=masks)
                     outcome = CaseOutcome(name, str(path), "done", folder, seconds=time.perf_counter() - started)

@@ -187,7 +187,7 @@ class Segmenter:
         def lap(stage: str) -> None:
             timings[stage] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
-        wanted = sorted(set(self.catalog.ids(classes))) if classes is not None else [c.id for c in self.catalog]
+        wanted = self.catalog.select(classes)
         if not wanted:
             raise UniversalError("no classes asked for; name at least one class or leave classes out")
         computed = required_classes(wanted, self.catalog) if self.settings.postprocess else wanted

@@ -48,7 +48,7 @@ def score_scan(segmenter: Segmenter, scan: Scan, classes: Iterable[ClassKey] | N
     """Uncertainty and tumour suspicion of ``scan`` under the segmenter's model (all classes, or those
     named). Uses the segmenter's device, precision, threshold and overlap (0 is cheapest)."""
     catalog = segmenter.catalog
-    wanted = sorted(set(catalog.ids(classes))) if classes is not None else [c.id for c in catalog]
+    wanted = catalog.select(classes)
     try:
         image, affine = to_model_space(scan.image, scan.affine, segmenter.model.input_spec)
     except ValueError as error:

@@ -34,7 +34,8 @@ class SwinUNETRBackbone(SwinUNETR):
     """Swin UNETR returning ``(bottleneck, features)``.
 
     With ``feature_size`` f (48 in the released model) and input (B, 1, D, H, W), D, H, W divisible
-    by 32: ``bottleneck`` is (B, 16f, D/32, H/32, W/32) and ``features`` (B, f, D, H, W).
+    by 32 (:meth:`~universal.nets.model.UniversalModel.check_window` checks windows before they reach
+    the backbone): ``bottleneck`` is (B, 16f, D/32, H/32, W/32) and ``features`` (B, f, D, H, W).
     """
 
     def __init__(self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False):
@@ -56,7 +57,6 @@ class SwinUNETRBackbone(SwinUNETR):
         self.feature_channels = feature_size
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_input_size(x.shape[2:])
         stages = self.swinViT(x, self.normalize)
         enc0 = self.encoder1(x)
         enc1 = self.encoder2(stages[0])

@@ -36,7 +36,7 @@ class FinetuneSettings:
     annotated images kept for the gate; ``tolerance``: Dice an old class may lose; ``processes``:
     training processes (GPUs) under ``torchrun`` (1: in this process)."""
 
-    epochs: float = 1.0
+    epochs: float = 10.0
     batch_size: int = 1
     learning_rate: float = 1e-4
     device: str = "auto"
@@ -46,8 +46,17 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs <= 0 or self.batch_size < 1 or self.processes < 1:
-            raise UniversalError("epochs must be positive, batch size and processes at least 1")
+        if self.epochs <= 0:
+            raise UniversalError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1 or self.processes < 1:
+            raise UniversalError(f"batch size and processes must be at least 1, got {self.batch_size} and "
+                                 f"{self.processes}")
+        if self.learning_rate <= 0:
+            raise UniversalError(f"the learning rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.held_out < 1:
+            raise UniversalError(f"the held-out share must be at least 0 and below 1, got {self.held_out}")
+        if not 0 <= self.tolerance <= 1:
+            raise UniversalError(f"the gate's tolerance is a Dice difference from 0 to 1, got {self.tolerance}")
 
 
 @dataclass

@@ -19,14 +19,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from partial_labels import write_partial_datasets
+from tiny import PHANTOM, tiny_model
 
 import universal
 from universal.training import NewClass, TrainSettings, train
 from universal.training.datasets import Datalist, load_templates, prepare_datalist
-from universal.training.loop import catalog_for, learning_rate_factor
-
-# Phantoms of 410 × 410 × 480 mm at coarse voxels; the tiny model works at 12 mm with 16³ windows.
-PHANTOM = {"shape": (40, 40, 30), "spacing": (10.24, 10.24, 16.0)}
+from universal.training.loop import learning_rate_factor
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +39,6 @@ def _templates(datasets):
 def _tiny_datalist(datasets, validation_fraction: float = 0.0) -> Datalist:
     return prepare_datalist([datasets["organs"], datasets["kidneys"]], templates=_templates(datasets),
                             validation_fraction=validation_fraction)
-
-
-def tiny_model() -> universal.UniversalModel:
-    """A width-4 U-Net at 12 mm with 16³ windows, for the organs and kidneys datasets' classes."""
-    torch.manual_seed(0)
-    catalog = catalog_for(["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney"])
-    spec = universal.InputSpec(spacing=(12.0,) * 3, window_size=(16, 16, 16))
-    return universal.UniversalModel("unet", width=4, catalog=catalog, class_embeddings=torch.randn(5, 512),
-                                    input_spec=spec)
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(datasets, tmp_path):

@@ -7,14 +7,15 @@ import hashlib
 import http.server
 import sys
 import threading
-from pathlib import Path
 
 import torch
+from app_server import APP
 
 import universal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "universal"))
-from lib.state import AppConf, AppState
+sys.path.insert(0, str(APP))
+from lib.conf import AppConf
+from lib.state import AppState
 
 
 class SlowHub(http.server.BaseHTTPRequestHandler):
