@@ -119,11 +119,8 @@ def test_defaults_come_from_the_library():
     assert inspect.signature(train).parameters["backbone"].default == DEFAULT_BACKBONE
     assert universal.UniversalModel().backbone_name == DEFAULT_BACKBONE
     infer, settings = InferenceSettings(), TrainSettings()
-    for option, field in (("overlap", "overlap"), ("batch_size", "batch_size"), ("device", "device"),
-                          ("precision", "precision"), ("compile", "compile"), ("threshold", "threshold")):
-        assert getattr(segment, option) == getattr(infer, field), option
-    for option, field in (("steps", "steps"), ("batch_size", "batch_size"), ("accumulate", "accumulate"),
-                          ("lr", "learning_rate"), ("warmup_steps", "warmup_steps"), ("precision", "precision"),
-                          ("device", "device"), ("seed", "seed"), ("checkpoint_every", "checkpoint_every"),
-                          ("validate_every", "validate_every"), ("max_grad_norm", "max_grad_norm")):
-        assert getattr(fit, option) == getattr(settings, field), option
+    for field in ("overlap", "batch_size", "device", "precision", "compile", "threshold", "postprocess"):
+        assert getattr(segment, field) == getattr(infer, field), field
+    for field in ("steps", "batch_size", "accumulate", "learning_rate", "warmup_steps", "precision", "device", "seed",
+                  "checkpoint_every", "validate_every", "max_grad_norm", "freeze_base", "distill"):
+        assert getattr(fit, field) == getattr(settings, field), field

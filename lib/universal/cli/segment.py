@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from universal.cli.options import add_setting, settings_from
 from universal.devices import PRECISIONS
 from universal.inference.segmenter import COMPILE_CHOICES, InferenceSettings
 from universal.nets.registry import DEFAULT_BACKBONE
@@ -28,20 +29,20 @@ def add_parser(commands) -> None:
     seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
     seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
     seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
-    seg.add_argument("--overlap", type=float, default=infer.overlap,
-                     help="window overlap, 0 to <1 (default %(default)s)")
-    seg.add_argument("--batch-size", type=int, default=infer.batch_size,
-                     help="windows per network call (default %(default)s)")
-    seg.add_argument("--device", default=infer.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
-    seg.add_argument("--precision", default=infer.precision, choices=("auto", *PRECISIONS),
-                     help="auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32")
-    seg.add_argument("--compile", default=infer.compile, choices=COMPILE_CHOICES,
-                     help="compile the backbone (auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more)")
+    add_setting(seg, "--overlap", infer, "overlap", "window overlap, 0 to <1", type=float)
+    add_setting(seg, "--batch-size", infer, "batch_size", "windows per network call", type=int)
+    add_setting(seg, "--device", infer, "device", "auto (CUDA if present), cpu, cuda or cuda:N")
+    add_setting(seg, "--precision", infer, "precision",
+                "auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32",
+                choices=("auto", *PRECISIONS))
+    add_setting(seg, "--compile", infer, "compile",
+                "compile the backbone; auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more",
+                choices=COMPILE_CHOICES)
     seg.add_argument("--every-window", action="store_true",
                      help="run every window: do not skip windows of air nor localise a few classes first")
-    seg.add_argument("--threshold", type=float, default=infer.threshold,
-                     help="class probability threshold (default %(default)s)")
-    seg.add_argument("--no-postprocess", action="store_true", help="keep the thresholded masks as they are")
+    add_setting(seg, "--threshold", infer, "threshold", "class probability threshold", type=float)
+    seg.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                     help="keep the thresholded masks as they are")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     seg.set_defaults(run=run)
 
@@ -49,11 +50,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from universal.inference import segment
 
-    settings = InferenceSettings(
-        overlap=args.overlap, batch_size=args.batch_size, device=args.device, precision=args.precision,
-        threshold=args.threshold, postprocess=not args.no_postprocess,
-        skip_air=not args.every_window, localize=not args.every_window, compile=args.compile,
-    )
+    settings = settings_from(args, InferenceSettings, skip_air=not args.every_window, localize=not args.every_window)
 
     def tell(outcome) -> None:
         if outcome.status == "failed":

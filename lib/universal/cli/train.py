@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from universal.cli.options import add_setting, settings_from
 from universal.devices import PRECISIONS
 from universal.errors import UniversalError
 from universal.nets.model import InputSpec
@@ -32,34 +33,28 @@ def add_parser(commands) -> None:
                      help=f"from scratch: model-space voxel size in mm (default {space.spacing[0]:g})")
     fit.add_argument("--window", type=int,
                      help=f"from scratch: sliding-window side in voxels (default {space.window_size[0]})")
-    fit.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (default %(default)s)")
-    fit.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                     help="crops per network call (default %(default)s)")
-    fit.add_argument("--accumulate", type=int, default=defaults.accumulate,
-                     help="network calls per step (default %(default)s)")
-    fit.add_argument("--lr", type=float, default=defaults.learning_rate,
-                     help="AdamW learning rate (default %(default)s)")
-    fit.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
-                     help="linear warm-up steps (default %(default)s)")
+    add_setting(fit, "--steps", defaults, "steps", "optimiser steps", type=int)
+    add_setting(fit, "--batch-size", defaults, "batch_size", "crops per network call", type=int)
+    add_setting(fit, "--accumulate", defaults, "accumulate", "network calls per step", type=int)
+    add_setting(fit, "--lr", defaults, "learning_rate", "AdamW learning rate", type=float)
+    add_setting(fit, "--warmup-steps", defaults, "warmup_steps", "linear warm-up steps", type=int)
     fit.add_argument("--crop", type=int, help="crop side in voxels (default: the model's window)")
-    fit.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
-                     help="clip the gradient norm to this (default %(default)s; 0: no clipping)")
-    fit.add_argument("--precision", default=defaults.precision, choices=("auto", *PRECISIONS),
-                     help="auto: bfloat16 autocast on GPUs that support it, else float32")
-    fit.add_argument("--device", default=defaults.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
-    fit.add_argument("--seed", type=int, default=defaults.seed,
-                     help="seed of initialisation and crops (default %(default)s)")
-    fit.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
-                     help="steps between checkpoints (default %(default)s)")
-    fit.add_argument("--validate-every", type=int, default=defaults.validate_every,
-                     help="steps between validations (default %(default)s: at the end)")
+    add_setting(fit, "--max-grad-norm", defaults, "max_grad_norm", "clip the gradient norm to this; 0: never",
+                type=float)
+    add_setting(fit, "--precision", defaults, "precision",
+                "auto: bfloat16 autocast on GPUs that support it, else float32", choices=("auto", *PRECISIONS))
+    add_setting(fit, "--device", defaults, "device", "auto (CUDA if present), cpu, cuda or cuda:N")
+    add_setting(fit, "--seed", defaults, "seed", "seed of initialisation and crops", type=int)
+    add_setting(fit, "--checkpoint-every", defaults, "checkpoint_every", "steps between checkpoints", type=int)
+    add_setting(fit, "--validate-every", defaults, "validate_every", "steps between validations; 0: at the end",
+                type=int)
     fit.add_argument("--add-class", action="append", default=[], metavar="NAME", help="teach a new class (repeatable)")
     fit.add_argument("--prompt", action="append", default=[], help="prompt of the n-th --add-class")
     fit.add_argument("--embedding", action="append", type=Path, default=[],
                      help="512-value embedding (.pt or .npy) of the n-th --add-class, instead of CLIP")
-    fit.add_argument("--freeze-base", action="store_true",
+    fit.add_argument("--freeze-base", dest="freeze_base", action="store_true",
                      help="train only the new classes: every other class stays exactly as it was")
-    fit.add_argument("--no-distill", action="store_true",
+    fit.add_argument("--no-distill", dest="distill", action="store_false",
                      help="with new classes and no --freeze-base: do not distil the old classes")
     fit.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,13 +77,7 @@ def run(args: argparse.Namespace) -> None:
         default = InputSpec()
         spec = InputSpec(spacing=(args.spacing,) * 3 if args.spacing else default.spacing,
                          window_size=(args.window,) * 3 if args.window else default.window_size)
-    settings = TrainSettings(
-        steps=args.steps, batch_size=args.batch_size, accumulate=args.accumulate, learning_rate=args.lr,
-        warmup_steps=args.warmup_steps, crop_size=(args.crop,) * 3 if args.crop else None,
-        precision=args.precision, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every, freeze_base=args.freeze_base, distill=not args.no_distill,
-        max_grad_norm=args.max_grad_norm,
-    )
+    settings = settings_from(args, TrainSettings, crop_size=(args.crop,) * 3 if args.crop else None)
     with process_group():
         result = train(args.datalist, args.output, model=args.model, settings=settings, add_classes=new,
                        backbone=args.backbone, width=args.width, input_spec=spec, resume=args.resume,
