@@ -163,15 +163,36 @@ def test_infer_returns_a_label_map_on_the_images_grid(client, ready):
     assert np.allclose(affine, case1.affine, atol=1e-4)
 
 
-def test_a_subset_of_classes_comes_back_numbered_1_to_k(client):
-    _, params = client.infer("universal", "case0", {"classes": ["Stomach", "spleen"], "threshold": 0.3,
-                                                     "overlap": 0.25, "postprocess": "false", "device": "cpu"})
-    assert params["label_names"] == {"Spleen": 1, "Stomach": 2}  # catalogue order, contiguous values
+def test_a_subset_of_classes_keeps_the_catalogue_ids(client, ready):
+    """Values are catalogue ids and label_names lists every class, for a subset too: OHIF names values
+    by /info id, 3D Slicer gives the k-th name (by value) to value k."""
+    ids = labels(client)
+    asked = {"classes": ["Stomach", "spleen"], "threshold": 0.3, "overlap": 0.25, "postprocess": "false",
+             "device": "cpu"}
+    result_file, params = client.infer("universal", "case0", asked)
+    assert params["label_names"] == ids and list(ids.values()) == list(range(1, len(ids) + 1))
+    assert set(np.unique(nib.load(result_file).get_fdata()).astype(int)) <= {0, ids["Spleen"], ids["Stomach"]}
     assert set(params["report"]["classes"]) == {"Spleen", "Stomach"}
     settings = params["report"]["settings"]
     assert (settings["threshold"], settings["overlap"], settings["postprocess"]) == (0.3, 0.25, False)
-    _, by_id = client.infer("universal", "case0", {"classes": "3,2"})  # OHIF-style ids, one string
-    assert by_id["label_names"] == {"Spleen": 1, "Stomach": 2}
+    _, by_id = client.infer("universal", "case0", {"classes": f"{ids['Stomach']},{ids['Spleen']}"})  # one string
+    assert set(by_id["report"]["classes"]) == {"Spleen", "Stomach"}
+
+
+def test_result_compress_dtype_and_extension_are_honoured(ready):
+    """As OHIF v3 asks (output=image, result_compress false): a raw uint8 NRRD it can read byte by byte."""
+    answer = ready.post("/infer/universal", params={"image": "case1", "output": "image"},
+                        data={"params": json.dumps({"result_extension": ".nrrd", "result_dtype": "uint8",
+                                                    "result_compress": False, "label_prompt": [1]})})
+    assert answer.status_code == 200, answer.text
+    header, _, body = answer.content.partition(b"\n\n")
+    assert b"encoding: raw" in header and b"type: unsigned char" in header
+    shape = nib.load(ready.studies / "case1.nii.gz").shape
+    assert len(body) == int(np.prod(shape))
+    packed = ready.post("/infer/universal", params={"image": "case1", "output": "image"},
+                        data={"params": json.dumps({"result_extension": ".nrrd", "result_dtype": "uint16",
+                                                    "result_compress": True, "label_prompt": [1]})})
+    assert b"encoding: gzip" in packed.content[:400] and b"type: unsigned short" in packed.content[:400]
 
 
 # -- bad requests ---------------------------------------------------------------------------------
@@ -265,7 +286,7 @@ def test_a_class_added_by_name_is_listed_and_segmented(ready, client):
     assert answer.json()["class"]["id"] == len(before) + 1
     assert labels(client) == {**before, "Appendix": len(before) + 1}
     _, params = client.infer("universal", "case0", {"classes": ["Appendix"]})
-    assert params["label_names"] == {"Appendix": 1} and "Appendix" in params["report"]["classes"]
+    assert params["label_names"]["Appendix"] == len(before) + 1 and set(params["report"]["classes"]) == {"Appendix"}
     model_dir = Path(client.info()["universal"]["model_dir"])
     assert Catalog.from_yaml(model_dir / "catalog.yaml").names == [*before, "Appendix"]
 

@@ -1,5 +1,15 @@
 """The ``universal`` infer task: a request in, :class:`universal.Segmenter` on the image, a label map
-(values 1..K, names in ``label_names``) and the report out."""
+and the report out.
+
+One rule for label values, which both real clients read right: **a voxel's value is its class's
+catalogue id**, the id ``/info`` lists, and ``label_names`` always holds every class, ``{name: id}``
+with ids 1..N. OHIF v3 names each value by the ``/info`` id (``modelLabelToIdxMap`` in the MONAILabel
+repository's plugins/ohifv3/extensions/monai-label/src/components/MonaiLabelPanel.tsx), also for the ids
+it sends as ``label_prompt``; 3D Slicer sorts ``label_names`` by value and gives the k-th name to
+value k (``onClickSegmentation`` and ``updateSegmentationMask`` in plugins/slicer/MONAILabel/MONAILabel.py,
+through ``ImportLabelmapToSegmentationNode`` with segment ids), which is the id only because the ids
+are 1..N. Classes that were not asked for are empty.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +23,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 import universal
 from universal.errors import UniversalError, UnknownClassError
-from universal.io.labels import write_label_file
+from universal.io.labels import LABEL_DTYPES, write_label_file
 from universal.io.scans import IMAGE_SUFFIXES, ScanError
-from universal.serving.annotations import viewer_label_map
 
 from .conf import MODEL_NAME, http_error, parse_bool, parse_number
 from .state import AppState, ModelNotReady, device_choices
@@ -36,9 +45,11 @@ def inference_settings(request: dict, default_device: str) -> universal.Inferenc
 
 
 class UniversalInfer(InferTask):
-    """Segmentation over the catalogue's classes. Request parameters: ``classes`` (subset, names or
-    ids), ``threshold``, ``overlap``, ``device``, ``postprocess``; ``result_extension`` (``.nrrd``,
-    ``.nii.gz``; default: the image's)."""
+    """Segmentation over the catalogue's classes. Request parameters: ``classes`` or ``label_prompt``
+    (a subset: names or ids, a list or one comma-separated string), ``threshold``, ``overlap``,
+    ``device``, ``postprocess``; ``result_extension`` (``.nrrd``, ``.nii.gz``, ``.nii``; default: the
+    image's), ``result_dtype`` (default ``uint8``) and ``result_compress`` (gzip an NRRD; default
+    false, as MONAI Label's writer)."""
 
     def __init__(self, state: AppState):
         defaults = universal.InferenceSettings()
@@ -68,6 +79,11 @@ class UniversalInfer(InferTask):
             settings = inference_settings(request, self.state.conf.device)
             classes = request.get("classes") or request.get("label_prompt") or None  # OHIF sends label_prompt
             extension = self._extension(request)
+            # read as MONAI Label's own writer reads them (monailabel/transform/writer.py: Writer.__call__)
+            dtype = str(request.get("result_dtype") or "uint8")
+            compress = parse_bool("result_compress", request.get("result_compress"), False)
+            if dtype not in LABEL_DTYPES:
+                raise ValueError(f"result_dtype must be one of {', '.join(LABEL_DTYPES)}, got {dtype!r}")
         except (ValueError, UniversalError) as error:
             raise http_error(422, f"bad inference parameter: {error}") from error
         try:
@@ -90,16 +106,13 @@ class UniversalInfer(InferTask):
             result = segmenter(scan, wanted)
         except UniversalError as error:
             raise http_error(422, f"the image cannot be segmented: {error}") from error
-        label_map, names = viewer_label_map(result.label_map, wanted, segmenter.catalog)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
-        write_label_file(label_map, scan.affine, path)
-        for name, value in names.items():
-            result.report["classes"][name]["value"] = value
+        write_label_file(result.label_map, scan.affine, path, dtype=dtype, compress=compress)
         done = time.perf_counter()
         log.info("segmented %s: %d classes in %.2f s", scan.name, len(wanted), done - started)
         return path, {
-            "label_names": names,
+            "label_names": segmenter.catalog.label_map(),
             "report": result.report,
             "model": {"version": self.state.version(), "weights": str(self.state.source),
                       "classes": len(segmenter.catalog)},

@@ -50,13 +50,21 @@ def image_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     return scan.shape, scan.affine
 
 
-def write_label_file(label_map: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 label map (X, Y, Z) with its RAS+ affine as NIfTI (``.nii``, ``.nii.gz``) or NRRD
-    (``.nrrd``), atomically."""
+LABEL_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")  # what a label file's voxels may be stored as
+
+
+def write_label_file(label_map: np.ndarray, affine: np.ndarray, path: str | Path, *, dtype: str = "uint8",
+                     compress: bool = True) -> Path:
+    """Write a label map (X, Y, Z) with its RAS+ affine as NIfTI (``.nii``, ``.nii.gz``: compressed by
+    the suffix) or NRRD (``.nrrd``: gzip-encoded when ``compress``), voxels stored as ``dtype``
+    (:data:`LABEL_DTYPES`), atomically."""
     path = Path(path)
     name = path.name.lower()
+    if dtype not in LABEL_DTYPES:
+        raise UniversalError(f"label files store voxels as {', '.join(LABEL_DTYPES)}, not {dtype!r}")
+    voxels = np.asarray(label_map).astype(dtype)
     if name.endswith(NIFTI_SUFFIXES):
-        write_nifti(np.asarray(label_map, dtype=np.uint8), affine, path)
+        write_nifti(voxels, affine, path)
         return path
     if not name.endswith(IMAGE_SUFFIXES):
         raise UniversalError(f"label files are written as {', '.join(IMAGE_SUFFIXES)}, not {path.name}")
@@ -64,10 +72,10 @@ def write_label_file(label_map: np.ndarray, affine: np.ndarray, path: str | Path
 
     lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # the same matrix maps RAS to LPS
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(label_map, dtype=np.uint8).transpose(2, 1, 0)))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(voxels.transpose(2, 1, 0)))
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
     image.SetOrigin([float(v) for v in lps[:3, 3]])
     with atomic_path(path, suffix=".nrrd") as temporary:
-        sitk.WriteImage(image, str(temporary), True)
+        sitk.WriteImage(image, str(temporary), compress)
     return path

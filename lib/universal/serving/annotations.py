@@ -1,5 +1,5 @@
 """Label maps drawn by annotators: which classes a label annotates, datalists of annotated cases,
-held-out cases for checking a model, and label maps in the values a viewer expects.
+and held-out cases for checking a model.
 
 A label file holds small integers. What a value means comes from the label's ``label_info`` when the
 annotator's viewer sent one (3D Slicer sends ``[{"name": segment name, "idx": value}, ...]``), else
@@ -176,17 +176,3 @@ def annotation_datalist(annotations: Sequence[Annotation], held_out: Iterable[st
                 "classes": templates[name].classes, "case": annotation.case}
         (validation if annotation.case in held_out else training).append(case)
     return Datalist(templates, training, validation)
-
-
-# -- label maps for viewers ---------------------------------------------------------------------
-
-
-def viewer_label_map(label_map: np.ndarray, class_ids: Sequence[int], catalog: Catalog) -> tuple[np.ndarray, dict]:
-    """``label_map`` (uint8, catalogue ids) with the ``class_ids`` renumbered 1..K in id order, and
-    ``{name: value}``: 3D Slicer maps values to names by position and OHIF by value, so both agree
-    only on contiguous values. With every class, values stay the catalogue ids."""
-    ordered = sorted(set(int(i) for i in class_ids))
-    lookup = np.zeros(256, dtype=np.uint8)
-    for value, class_id in enumerate(ordered, start=1):
-        lookup[class_id] = value
-    return lookup[label_map], {catalog[class_id].name: value for value, class_id in enumerate(ordered, start=1)}
