@@ -23,6 +23,8 @@ from universal.io.atomic import atomic_write_text
 
 PROMPT_TEMPLATE = "A computerized tomography of a {}"
 KINDS = ("organ", "tumour", "cyst")
+# Coded concepts a class may carry for DICOM Segmentation (SegmentedPropertyCategory, -Type, -TypeModifier)
+CODE_ROLES = ("category", "type", "modifier")
 
 ClassKey = int | str
 
@@ -48,14 +50,20 @@ class ClassInfo:
     parents: tuple[str, ...] = ()
     color: tuple[int, int, int] = (128, 128, 128)
     synonyms: tuple[str, ...] = field(default=())
+    codes: tuple[tuple[str, str, str, str], ...] = field(default=())
 
     @property
     def is_lesion(self) -> bool:
         return self.kind != "organ"
 
+    def code(self, role: str) -> tuple[str, str, str] | None:
+        """The coded concept (value, scheme, meaning) of ``role`` (one of :data:`CODE_ROLES`), if any."""
+        return next((tuple(row[1:]) for row in self.codes if row[0] == role), None)
+
     def to_record(self) -> dict:
         record = asdict(self)
-        record.update(parents=list(self.parents), color=list(self.color), synonyms=list(self.synonyms))
+        record.update(parents=list(self.parents), color=list(self.color), synonyms=list(self.synonyms),
+                      codes={role: [value, scheme, meaning] for role, value, scheme, meaning in self.codes})
         return record
 
     @classmethod
@@ -70,9 +78,23 @@ class ClassInfo:
                 parents=tuple(str(p) for p in record.get("parents") or ()),
                 color=tuple(int(c) for c in record.get("color") or (128, 128, 128)),
                 synonyms=tuple(str(s) for s in record.get("synonyms") or ()),
+                codes=_read_codes(record.get("codes") or {}),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CatalogError(f"malformed class entry {record!r}: {error}") from error
+
+
+def _read_codes(codes: dict) -> tuple[tuple[str, str, str, str], ...]:
+    """``{role: [value, scheme, meaning]}`` as rows, roles checked against :data:`CODE_ROLES`."""
+    unknown = set(codes) - set(CODE_ROLES)
+    if unknown:
+        raise ValueError(f"codes may name {', '.join(CODE_ROLES)}, not {', '.join(sorted(unknown))}")
+    rows = []
+    for role in CODE_ROLES:
+        if role in codes:
+            value, scheme, meaning = (str(part) for part in codes[role])
+            rows.append((role, value, scheme, meaning))
+    return tuple(rows)
 
 
 class Catalog:
