@@ -20,6 +20,23 @@ for dir in $(pip_conf find-links); do UV+=(--find-links "$dir"); done
 for file in $(pip_conf constraint); do UV+=(--constraint "$file"); done
 PIP=(.venv/bin/python -m pip install --quiet --no-compile)
 
+# The PACS the tests run against: Orthanc with its DICOMweb plugin, from Debian's packages (needs root or
+# sudo; where neither is possible the tests that need it say so and are skipped, except in CI).
+SYSTEM_PACKAGES=(orthanc orthanc-dicomweb)
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  step "system packages: ${missing[*]}"
+  SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+  if ! { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+         { "${SUDO[@]}" apt-get update -q >/dev/null && \
+           "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }; }; then
+    echo "install: could not install ${missing[*]} (apt-get as root); the PACS tests will be skipped"
+  fi
+fi
+
 step "uv"
 if "${PIP[@]}" "uv==0.13.9"; then
     INSTALL=("${UV[@]}")

@@ -12,13 +12,18 @@ import torch
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
+def missing_in_ci(what: str) -> None:
+    """Skip a test that needs ``what`` with the reason; in CI, where it must be there, fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} missing in CI")
+    pytest.skip(f"needs {what}")
+
+
 def require_reference() -> Path:
     """The reference folder; skipped with a reason when absent, except in CI where it must exist."""
-    if REFERENCE.is_dir():
-        return REFERENCE
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"reference data missing in CI: expected {REFERENCE}")
-    pytest.skip(f"needs the reference data at {REFERENCE} (not part of a user's clone)")
+    if not REFERENCE.is_dir():
+        missing_in_ci(f"the reference data at {REFERENCE} (not part of a user's clone)")
+    return REFERENCE
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScorin
 from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
+from lib.pacs import PacsDatastore, dicomweb_client
 from lib.patches import add_routes
 from lib.state import AppState, ModelNotReady
 from lib.trainer import UniversalTrainer
@@ -56,7 +57,9 @@ class UniversalApp(MONAILabelApp):
 
     def init_datastore(self):
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            return PacsDatastore(dicomweb_client(self.studies), settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER,
+                                 settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or None, check_label=self.check_label,
+                                 catalog=self.state.catalog)
         return CheckedDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
