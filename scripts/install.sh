@@ -48,6 +48,13 @@ step "requirements"
 "${INSTALL[@]}" -r requirements.txt
 step "monailabel"
 "${INSTALL[@]}" --no-deps -r requirements-monailabel.txt
+# MONAI Label ships its `monailabel` command as a wheel script (Project-MONAI/MONAILabel setup.py:
+# scripts=["monailabel/scripts/monailabel", ...]), which uv leaves in site-packages; the command its
+# documentation uses is placed here, running the server module with this environment's Python.
+if [ ! -x .venv/bin/monailabel ]; then
+  printf '#!/bin/sh\nexec "$(dirname "$0")/python" -m monailabel.main "$@"\n' > .venv/bin/monailabel
+  chmod +x .venv/bin/monailabel
+fi
 step "the project"
 "${INSTALL[@]}" --no-deps -e .
 step "done"
