@@ -121,3 +121,26 @@ def test_unknown_class_fails_before_any_case(checkpoint, tmp_path, capsys):
                  "--classes", "appendix"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "appendix" in err and not (tmp_path / "out").exists()
+
+
+def test_dicom_inputs_get_a_dicom_seg_referencing_their_series(checkpoint, tmp_path, capsys):
+    import pydicom
+
+    from universal.io.dicom import read_segmentation, read_series, series_geometry, write_ct_series
+
+    write_ct(tmp_path / "ct.nii.gz")
+    ct = nib.load(tmp_path / "ct.nii.gz")
+    write_ct_series(np.asarray(ct.dataobj), ct.affine, tmp_path / "series")
+    args = ["segment", str(tmp_path / "series"), "-o", str(tmp_path / "out"), "--model", str(checkpoint), "--quiet"]
+    assert main([*args, "--dicom-seg"]) == 0
+    case = tmp_path / "out" / "series"
+    seg = pydicom.dcmread(case / "segmentation.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == read_series(tmp_path / "series")[0].SeriesInstanceUID
+    label_map = np.asarray(nib.load(case / "segmentation.nii.gz").dataobj)
+    back, names = read_segmentation(case / "segmentation.dcm", series_geometry(read_series(tmp_path / "series")))
+    catalog = universal.Catalog.default()
+    for number, name in names.items():
+        assert np.array_equal(back == number, label_map == catalog[name].id), name
+    assert main(args) == 0 and not (case / "segmentation.dcm").exists()  # a later run without it removes it
+    assert main([*args[:1], str(tmp_path / "ct.nii.gz"), *args[2:], "--dicom-seg"]) == 2
+    assert "DICOM series (folders) only" in capsys.readouterr().err

@@ -29,6 +29,8 @@ def add_parser(commands) -> None:
     seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
     seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
     seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
+    seg.add_argument("--dicom-seg", action="store_true",
+                     help="DICOM inputs: also write segmentation.dcm, a DICOM SEG referencing the series")
     add_setting(seg, "--overlap", infer, "overlap", "window overlap, 0 to <1", type=float)
     add_setting(seg, "--batch-size", infer, "batch_size", "windows per network call", type=int)
     add_setting(seg, "--device", infer, "device", "auto (CUDA if present), cpu, cuda or cuda:N")
@@ -60,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{outcome.name}: {outcome.status}{timing}: {outcome.folder}")
 
     outcomes = segment(args.inputs, args.output, model=args.model, classes=args.classes, masks=args.masks,
-                       resume=args.resume, series=args.series, settings=settings, progress=not args.quiet,
-                       on_case=tell)
+                       resume=args.resume, series=args.series, dicom_seg=args.dicom_seg, settings=settings,
+                       progress=not args.quiet, on_case=tell)
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if failed:
         print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)

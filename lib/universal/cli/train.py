@@ -31,8 +31,9 @@ def add_parser(commands) -> None:
     fit.add_argument("--width", type=int, help="from scratch: backbone width (default: the released width)")
     fit.add_argument("--spacing", type=float,
                      help=f"from scratch: model-space voxel size in mm (default {space.spacing[0]:g})")
-    fit.add_argument("--window", type=int,
-                     help=f"from scratch: sliding-window side in voxels (default {space.window_size[0]})")
+    fit.add_argument("--window", type=int, nargs="+", metavar="VOXELS",
+                     help="from scratch: sliding-window size in voxels, one side or X Y Z "
+                          f"(default {space.window_size[0]})")
     add_setting(fit, "--steps", defaults, "steps", "optimiser steps", type=int)
     add_setting(fit, "--batch-size", defaults, "batch_size", "crops per network call", type=int)
     add_setting(fit, "--accumulate", defaults, "accumulate", "network calls per step", type=int)
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
     if args.spacing or args.window:
         default = InputSpec()
         spec = InputSpec(spacing=(args.spacing,) * 3 if args.spacing else default.spacing,
-                         window_size=(args.window,) * 3 if args.window else default.window_size)
+                         window_size=_three(args.window) if args.window else default.window_size)
     settings = settings_from(args, TrainSettings, crop_size=(args.crop,) * 3 if args.crop else None)
     with process_group():
         result = train(args.datalist, args.output, model=args.model, settings=settings, add_classes=new,
@@ -87,3 +88,10 @@ def run(args: argparse.Namespace) -> None:
     if result.validation:
         print("validation Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items()))
     print(f"trained {result.steps} steps; wrote {result.run_dir / 'model.pt'}")
+
+
+def _three(sizes: list[int]) -> tuple[int, int, int]:
+    """One size for all three axes, or one per axis."""
+    if len(sizes) not in (1, 3):
+        raise UniversalError(f"--window takes one size or three (X Y Z), not {len(sizes)}")
+    return tuple(sizes * 3 if len(sizes) == 1 else sizes)

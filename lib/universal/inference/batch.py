@@ -11,7 +11,8 @@ from pathlib import Path
 from universal.catalog import ClassKey
 from universal.errors import UniversalError
 from universal.inference.segmenter import REPORT_NAME, InferenceSettings, Segmenter
-from universal.io.scans import case_name, read_scan
+from universal.io.dicom import read_series
+from universal.io.scans import case_name, read_scan, select_ct_series
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.progress import progress_bar
@@ -39,6 +40,7 @@ def segment(
     masks: bool = False,
     resume: bool = False,
     series: str | None = None,
+    dicom_seg: bool = False,
     settings: InferenceSettings | None = None,
     progress: bool = True,
     on_case=None,
@@ -46,7 +48,8 @@ def segment(
     """Segment CT files (NIfTI, NRRD, DICOM series folders) into ``output/<case>/``.
 
     Each case folder receives ``segmentation.nii.gz`` (uint8 label map on the scan's grid),
-    optionally ``masks/<Class Name>.nii.gz``, and ``report.json``. The model (a checkpoint path, a
+    optionally ``masks/<Class Name>.nii.gz``, with ``dicom_seg`` (DICOM series inputs only)
+    ``segmentation.dcm``, a DICOM SEG referencing the series, and ``report.json``. The model (a checkpoint path, a
     released name, or a loaded model) is loaded once. A case that fails is reported in its outcome
     and the others go on; with ``resume``, cases whose report exists are skipped. ``on_case`` is
     called with each :class:`CaseOutcome` as it completes.
@@ -61,6 +64,9 @@ def segment(
     if repeated:
         raise UniversalError(f"several inputs share the case name {', '.join(repeated)}; their outputs would "
                              "overwrite each other, so segment them into different output folders")
+    files = [str(path) for path in paths if not path.is_dir()]
+    if dicom_seg and files:
+        raise UniversalError(f"a DICOM SEG is written for DICOM series (folders) only; not for {', '.join(files[:3])}")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UniversalError(f"output {output} is a file; give a folder")
@@ -79,7 +85,8 @@ def segment(
                     read_seconds = time.perf_counter() - started
                     result = segmenter(scan, wanted)
                     result.report["timings_s"]["read"] = round(read_seconds, 3)
-                    result.save(folder, masks=masks)
+                    source = read_series(path, select_ct_series(path, series)) if dicom_seg else None
+                    result.save(folder, masks=masks, dicom_series=source)
                     outcome = CaseOutcome(name, str(path), "done", folder, seconds=time.perf_counter() - started)
                 except (UniversalError, RuntimeError, MemoryError, OSError) as error:
                     outcome = CaseOutcome(name, str(path), "failed", folder, describe_error(error),

@@ -52,6 +52,7 @@ from universal.progress import progress_bar
 COMPILE_CHOICES = ("auto", "on", "off")
 LOCALIZE_MAX_CLASSES = 8  # above this, the classes' region is most of the body and the coarse grid saves nothing
 REPORT_NAME, LABEL_MAP_NAME, MASKS_FOLDER = "report.json", "segmentation.nii.gz", "masks"
+DICOM_SEG_NAME = "segmentation.dcm"
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,25 @@ class Segmentation:
         model_mask = self.model_masks[class_id].view(np.uint8)
         return to_scan_grid(model_mask, self.model_affine, self.affine, self.label_map.shape).view(bool)
 
-    def save(self, folder: str | Path, masks: bool = False) -> Path:
-        """Write ``segmentation.nii.gz``, with ``masks`` one ``masks/<Class Name>.nii.gz`` per class, and
-        ``report.json`` last (its presence marks a finished case). Returns the folder.
+    def save(self, folder: str | Path, masks: bool = False, dicom_series: Sequence | None = None) -> Path:
+        """Write ``segmentation.nii.gz``, with ``masks`` one ``masks/<Class Name>.nii.gz`` per class,
+        with ``dicom_series`` (the headers of the scan's DICOM series, :func:`universal.io.dicom.read_series`)
+        ``segmentation.dcm``, a DICOM SEG referencing that series, and ``report.json`` last (its presence
+        marks a finished case). Returns the folder.
 
         Writing over an earlier result first removes its report, and then its masks of classes this
-        result does not hold, so the folder never mixes two runs under a finished mark.
+        result does not hold and a SEG it does not write, so the folder never mixes two runs under a
+        finished mark.
         """
         folder, started = Path(folder), time.perf_counter()
         (folder / REPORT_NAME).unlink(missing_ok=True)
         write_nifti(self.label_map, self.affine, folder / LABEL_MAP_NAME)
+        if dicom_series is not None:
+            from universal.io.dicom import write_segmentation
+
+            write_segmentation(self.label_map, self.catalog, dicom_series, folder / DICOM_SEG_NAME)
+        else:
+            (folder / DICOM_SEG_NAME).unlink(missing_ok=True)
         written = set()
         if masks:
             for class_id in self.class_ids:
