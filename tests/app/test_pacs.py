@@ -110,6 +110,23 @@ def test_the_server_starts_offline_and_segments_a_series_by_its_uid(server, pacs
     assert unknown.status_code == 404 and "no image" in unknown.json()["detail"]
 
 
+def test_a_prediction_comes_back_as_a_dicom_seg_that_goes_into_the_pacs(server, pacs, tmp_path):
+    orthanc, series = pacs
+    image = sorted(series)[0]
+    answer = server.post("/infer/universal", params={"image": image, "output": "image"},
+                         data={"params": json.dumps({"result_extension": ".dcm", "classes": "liver, spleen"})})
+    assert answer.status_code == 200, answer.text
+    (tmp_path / "seg.dcm").write_bytes(answer.content)
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == image
+    assert {s.SegmentLabel for s in seg.SegmentSequence} <= {"Liver", "Spleen"}
+    orthanc.client().store_instances([seg])
+    stored = wait_for_label(server, image)
+    assert stored.status_code == 200, stored.text
+    info = server.get("/datastore/label/info", params={"label": image, "tag": "final"}).json()
+    assert {entry["name"] for entry in info["label_info"]} == {s.SegmentLabel for s in seg.SegmentSequence}
+
+
 def test_a_seg_stored_in_the_pacs_is_a_named_final_label_within_seconds_and_trains(server, pacs, tmp_path):
     orthanc, series = pacs
     image = sorted(series)[1]

@@ -23,6 +23,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 import universal
 from universal.errors import UniversalError, UnknownClassError
+from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
 from universal.io.scans import IMAGE_SUFFIXES, ScanError
 
@@ -30,6 +31,8 @@ from .conf import MODEL_NAME, http_error, parse_bool, parse_number
 from .state import AppState, ModelNotReady, device_choices
 
 log = logging.getLogger(__name__)
+
+DICOM_SEG = ".dcm"  # result_extension of a DICOM SEG answer
 
 
 def inference_settings(request: dict, default_device: str) -> universal.InferenceSettings:
@@ -47,7 +50,8 @@ def inference_settings(request: dict, default_device: str) -> universal.Inferenc
 class UniversalInfer(InferTask):
     """Segmentation over the catalogue's classes. Request parameters: ``classes`` or ``label_prompt``
     (a subset: names or ids, a list or one comma-separated string), ``threshold``, ``overlap``,
-    ``device``, ``postprocess``; ``result_extension`` (``.nrrd``, ``.nii.gz``, ``.nii``; default: the
+    ``device``, ``postprocess``; ``result_extension`` (``.nrrd``, ``.nii.gz``, ``.nii``, or ``.dcm``: a
+    DICOM SEG referencing the image's series, for a PACS's images; default: the
     image's), ``result_dtype`` (default ``uint8``) and ``result_compress`` (gzip an NRRD; default
     false, as MONAI Label's writer)."""
 
@@ -108,7 +112,10 @@ class UniversalInfer(InferTask):
             raise http_error(422, f"the image cannot be segmented: {error}") from error
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
-        write_label_file(result.label_map, scan.affine, path, dtype=dtype, compress=compress)
+        if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
+            write_segmentation(result.label_map, segmenter.catalog, read_series(request["image"]), path)
+        else:
+            write_label_file(result.label_map, scan.affine, path, dtype=dtype, compress=compress)
         done = time.perf_counter()
         log.info("segmented %s: %d classes in %.2f s", scan.name, len(wanted), done - started)
         return path, {
@@ -126,7 +133,10 @@ class UniversalInfer(InferTask):
         if not extension:
             name = Path(str(request.get("image", ""))).name.lower()
             extension = next((e for e in IMAGE_SUFFIXES if name.endswith(e)), ".nii.gz")
-        extension = extension if extension.startswith(".") else f".{extension}"
-        if extension.lower() not in IMAGE_SUFFIXES:
-            raise ValueError(f"result_extension must be one of {', '.join(IMAGE_SUFFIXES)}, got {extension!r}")
-        return extension.lower()
+        extension = (extension if extension.startswith(".") else f".{extension}").lower()
+        if extension == DICOM_SEG and not Path(str(request.get("image", ""))).is_dir():
+            raise ValueError("result_extension .dcm (a DICOM SEG) needs an image that is a DICOM series")
+        if extension not in (*IMAGE_SUFFIXES, DICOM_SEG):
+            raise ValueError(f"result_extension must be one of {', '.join((*IMAGE_SUFFIXES, DICOM_SEG))}, "
+                             f"got {extension!r}")
+        return extension
