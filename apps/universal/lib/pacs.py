@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 
 from universal.catalog import Catalog
 from universal.errors import UniversalError
+from universal.io.atomic import atomic_write_text
 from universal.io.dicom import SegmentationError, read_segmentation, read_series, series_geometry, write_segmentation
 from universal.io.labels import read_label_map, write_label_file
 from universal.serving.annotations import AnnotationError
@@ -130,7 +131,7 @@ class PacsDatastore(DICOMWebDatastore):
         if label_tag != FINAL:
             return super().get_label_info(label_id, label_tag)
         path = self.get_label_uri(label_id, label_tag)
-        return json.loads(Path(path.replace(".nii.gz", ".json")).read_text()) if path else {}
+        return json.loads(_info_file(Path(path)).read_text()) if path else {}
 
     def _convert(self, image: str, seg: dict, converted: Path) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -142,10 +143,10 @@ class PacsDatastore(DICOMWebDatastore):
             except (SegmentationError, UniversalError) as error:
                 raise AnnotationError(f"the final label of {image} (SEG {seg['series']}) cannot be used: {error}") \
                     from error
-        write_label_file(label, geometry.affine, converted)
         info = {"label_info": [{"name": name, "idx": value} for value, name in names.items()],
                 "SeriesInstanceUID": seg["series"], "ReferencedSeriesInstanceUID": image}
-        converted.with_name(converted.name.replace(".nii.gz", ".json")).write_text(json.dumps(info))
+        atomic_write_text(_info_file(converted), json.dumps(info))
+        write_label_file(label, geometry.affine, converted)  # last: its presence marks a finished conversion
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict,
                    label_id: str = "") -> str:
@@ -184,6 +185,11 @@ def dicomweb_client(url: str):
     return DICOMwebClientX(url=url, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
                            wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
                            stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
+
+
+def _info_file(converted: Path) -> Path:
+    """The label info beside a converted SEG (``<SEG series UID>.nii.gz`` → ``<SEG series UID>.json``)."""
+    return converted.with_name(converted.name.removesuffix(".nii.gz") + ".json")
 
 
 def _uid(found: dict, keyword: str) -> str:

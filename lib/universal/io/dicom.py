@@ -26,7 +26,7 @@ from universal.io.scans import LPS_TO_RAS
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"  # SOP Class UID, DICOM PS3.4 Annex B.5
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage, DICOM PS3.4 Annex B.5
-POSITION_TOLERANCE_MM = 0.01  # a SEG frame lies on a CT slice when their positions agree this closely
+SLICE_TOLERANCE = 0.05  # a SEG frame lies on a CT slice within this fraction of the slice spacing
 
 
 class SegmentationError(UniversalError):
@@ -35,18 +35,21 @@ class SegmentationError(UniversalError):
 
 @dataclass(frozen=True)
 class SeriesGeometry:
-    """A series' grid: ``shape`` (X = columns, Y = rows, Z = slices) and the RAS+ ``affine`` of voxel
-    (i, j, k); ``positions``: per slice k, its ``ImagePositionPatient`` (LPS mm)."""
+    """A series' grid: ``shape`` (X = columns, Y = rows, Z = slices), the RAS+ ``affine`` of voxel
+    (i, j, k), ``orientation`` (its ``ImageOrientationPatient``) and ``positions``: per slice k, its
+    ``ImagePositionPatient`` (LPS mm)."""
 
     shape: tuple[int, int, int]
     affine: np.ndarray
+    orientation: np.ndarray
     positions: np.ndarray
 
     def slice_of(self, position: Sequence[float]) -> int | None:
         """The index k of the slice at ``position`` (LPS mm), or ``None`` when none lies there."""
         distances = np.linalg.norm(self.positions - np.asarray(position, dtype=np.float64), axis=1)
+        spacing = float(np.linalg.norm(self.positions[1] - self.positions[0])) if len(self.positions) > 1 else 1.0
         k = int(np.argmin(distances))
-        return k if distances[k] <= POSITION_TOLERANCE_MM * max(1.0, float(np.abs(position).max()) / 100) else None
+        return k if distances[k] <= SLICE_TOLERANCE * spacing else None
 
 
 def series_geometry(datasets: Sequence) -> SeriesGeometry:
@@ -64,7 +67,7 @@ def series_geometry(datasets: Sequence) -> SeriesGeometry:
     lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
     lps[:3, 3] = positions[0]
     shape = (int(first.Columns), int(first.Rows), len(positions))
-    return SeriesGeometry(shape, LPS_TO_RAS @ lps, positions)
+    return SeriesGeometry(shape, LPS_TO_RAS @ lps, np.concatenate([row, column]), positions)
 
 
 def read_series(folder: str | Path, series_uid: str | None = None) -> list:
@@ -166,10 +169,8 @@ def read_segmentation(path: str | Path, geometry: SeriesGeometry) -> tuple[np.nd
              for d in seg.SegmentSequence}
     shared = seg.SharedFunctionalGroupsSequence[0]
     orientation = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=np.float64)
-    expected = np.concatenate([geometry.affine[:3, 0], geometry.affine[:3, 1]])
-    expected = np.concatenate([v / np.linalg.norm(v) for v in (LPS_TO_RAS[:3, :3] @ expected[:3],
-                                                               LPS_TO_RAS[:3, :3] @ expected[3:])])
-    if (int(seg.Columns), int(seg.Rows)) != geometry.shape[:2] or not np.allclose(orientation, expected, atol=1e-4):
+    if (int(seg.Columns), int(seg.Rows)) != geometry.shape[:2] or not np.allclose(orientation, geometry.orientation,
+                                                                                     atol=1e-4):
         raise SegmentationError(
             f"the SEG's frames ({seg.Columns}×{seg.Rows}, orientation {np.round(orientation, 3).tolist()}) do not "
             f"lie on the image's grid ({geometry.shape[0]}×{geometry.shape[1]}); it was drawn on another series"
