@@ -99,3 +99,20 @@ def random_clip_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "random-clip.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def learning_datasets(tmp_path_factory):
+    """The learning recipe's partially labelled phantom datasets (tests/partial_labels.py)."""
+    from partial_labels import CASES_PER_DATASET, PHANTOM, write_partial_datasets
+
+    return write_partial_datasets(tmp_path_factory.mktemp("learning-datasets"), CASES_PER_DATASET, **PHANTOM)
+
+
+@pytest.fixture(scope="session")
+def learned(learning_datasets, reference, tmp_path_factory) -> Path:
+    """The run folder of the learning recipe's model (seed 0, two threads; about five minutes on two
+    cores), trained once for every test that needs a model whose classes fill their own regions."""
+    from partial_labels import train_base
+
+    return train_base(learning_datasets, tmp_path_factory.mktemp("learned"), reference / "txt_encoding.pth")

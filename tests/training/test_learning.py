@@ -20,14 +20,10 @@ import pytest
 import torch
 from partial_labels import (
     BASE_STEPS,
-    CASES_PER_DATASET,
     LARGE_ORGANS,
-    PHANTOM,
     TRAINED,
     scores,
-    train_base,
     unseen_cases,
-    write_partial_datasets,
 )
 
 import universal
@@ -39,20 +35,20 @@ from universal.training.metrics import dice
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    return write_partial_datasets(tmp_path_factory.mktemp("datasets"), CASES_PER_DATASET, **PHANTOM)
-
-
-@pytest.fixture(scope="module")
 def unseen():
     return unseen_cases()
 
 
 @pytest.fixture(scope="module")
-def base(datasets, reference, tmp_path_factory):
+def base(learned):
     """A width-8 U-Net trained from scratch through the CLI on the two disjoint datasets (seed 0, two
     threads; its class embeddings are the released ones)."""
-    return train_base(datasets, tmp_path_factory.mktemp("base"), reference / "txt_encoding.pth")
+    return learned
+
+
+@pytest.fixture(scope="module")
+def datasets(learning_datasets):
+    return learning_datasets
 
 
 def test_disjoint_datasets_teach_one_model_their_union(base, unseen):
