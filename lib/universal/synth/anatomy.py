@@ -12,8 +12,6 @@ from universal.synth.geometry import Canvas, Ellipsoid, Warp, drawn_class_ids, j
 from universal.synth.image import Tissue
 from universal.synth.structures import SKIN_MM, Body, Duct, Gate, IliacWings, Ribs, Solid, Spine, Table, Thorax
 
-# -- the anatomy --------------------------------------------------------------------------------
-
 # fmt: off
 # Reference anatomy in mm: x to the patient's right, y to the front, z up, z = 0 near the L1-L2 disc.
 # Centrelines are rows of (x, y, z, radius); paired structures are given for the patient's right.

@@ -16,8 +16,6 @@ LESION_CLASSES = ("Liver Tumor", "Kidney Tumor", "Kidney Cyst", "Pancreas Tumor"
 _CHUNK_VOXELS = 1 << 21
 
 
-# -- warp and canvas ----------------------------------------------------------------------------
-
 
 class Warp:
     """World → reference coordinates: ``q = (p + D(p)) / scale``.

@@ -96,7 +96,7 @@ _TISSUE_HU = {
 }
 
 
-# -- image --------------------------------------------------------------------------------------
+# -- the image from the tissue map ------------------------------------------------------------------
 
 
 def tissue_tables(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -44,8 +44,6 @@ _Z_TOP = 180.0  # world z (mm) of the top of a long field of view: just above th
 _Z_UPPER_ABDOMEN = 15.0  # centre of a short field of view
 
 
-# -- public API ---------------------------------------------------------------------------------
-
 
 @dataclass(frozen=True, eq=False)
 class Phantom:

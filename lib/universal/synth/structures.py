@@ -14,8 +14,6 @@ from universal.synth.image import Tissue
 SKIN_MM = 2.5
 
 
-# -- painting steps -----------------------------------------------------------------------------
-
 Gate = str | tuple[int, ...]
 
 
