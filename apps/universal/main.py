@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScoring, UncertaintyStrategy
 from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
 from lib.pacs import PacsDatastore, dicomweb_client
-from lib.patches import add_routes
+from lib.patches import add_routes, record_uploads, take_upload
 from lib.state import AppState, ModelNotReady
 from lib.trainer import UniversalTrainer
 from monailabel.config import settings
@@ -94,6 +95,7 @@ class UniversalApp(MONAILabelApp):
             from monailabel.interfaces.utils.app import app_instance
 
             add_routes(monailabel.app.app, lambda: app_instance().state)
+            record_uploads()
 
     def on_init_complete(self):
         if self.app_conf.restore and self.state.store.index().get("restored") != self.app_conf.restore:
@@ -125,12 +127,22 @@ class UniversalApp(MONAILabelApp):
         if request.get("model") != MODEL_NAME:
             raise http_error(404, f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
+        if isinstance(image, str) and os.path.exists(image):
+            if not (self.app_conf.allow_local_paths or take_upload(image) or self._is_session_image(image)):
+                raise http_error(403, f"the server does not read files by path ('{image}'): use an image id from "
+                                      "GET /datastore/?output=all, upload the image as 'file', or add it to the "
+                                      "studies; on a single-user workstation start with --conf allow_local_paths true")
+        elif isinstance(image, str):
             store = datastore or self.datastore()
             if not store.get_image_uri(image):
                 raise http_error(404, f"no image '{image}' in the datastore; use an id from "
                                       "GET /datastore/?output=all, or upload the image as 'file'")
         return super().infer(request, datastore)
+
+    def _is_session_image(self, path: str) -> bool:
+        """Whether ``path`` is the image of a MONAI Label session (a client's earlier upload)."""
+        sessions = self.sessions()
+        return sessions is not None and Path(path).resolve().is_relative_to(Path(sessions.store_path).resolve())
 
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"

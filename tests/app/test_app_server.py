@@ -209,6 +209,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_nothing_is_lost(ready, wo
     cases = [
         (infer(params={"classes": ["Livr"]}), 422, "unknown class 'Livr'; closest: Liver"),
         (infer(image="no_such_case"), 404, "no image 'no_such_case'"),
+        (infer(image=str(ready.studies / "case1.nii.gz")), 403, "--conf allow_local_paths true"),  # a server path
         (infer(raw="{threshold: 0.5"), 400, "not valid JSON"),
         (infer(params={"threshold": "high"}), 422, "threshold must be a number"),
         (infer(params={"overlap": 1.5}), 422, "overlap must be at least 0 and below 1, got 1.5"),
@@ -247,6 +248,9 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_nothing_is_lost(ready, wo
     assert all(after["objects"][k]["labels"] == before["objects"][k]["labels"] for k in before["objects"])
     assert sorted((ready.studies / "labels").rglob("*")) == saved_before
     assert ready.post("/infer/universal", params={"image": "case0", "output": "json"}).status_code == 200
+    with (ready.studies / "case1.nii.gz").open("rb") as stream:  # an upload is read
+        uploaded = ready.post("/infer/universal", params={"output": "json"}, files={"file": ("ct.nii.gz", stream)})
+    assert uploaded.status_code == 200, uploaded.text
 
 
 # -- active learning ------------------------------------------------------------------------------

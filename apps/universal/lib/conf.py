@@ -72,6 +72,7 @@ class AppConf:
     gate_tolerance: float = FINETUNE.tolerance
     inline_scoring: int = 2
     preload: bool = False
+    allow_local_paths: bool = False
 
     @classmethod
     def parse(cls, conf: dict) -> AppConf:
