@@ -67,6 +67,7 @@ class UniversalApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             check_label=self.check_label,
+            max_voxels=self.app_conf.max_image_voxels,
         )
 
     def init_infers(self):
@@ -94,7 +95,7 @@ class UniversalApp(MONAILabelApp):
             import monailabel.app
             from monailabel.interfaces.utils.app import app_instance
 
-            add_routes(monailabel.app.app, lambda: app_instance().state)
+            add_routes(monailabel.app.app, lambda: app_instance().state, int(self.app_conf.max_upload_mb * 2**20))
             record_uploads()
 
     def on_init_complete(self):
@@ -160,7 +161,7 @@ class UniversalApp(MONAILabelApp):
         catalog = self.state.catalog()
         try:
             annotation = read_annotation(image_id, self.datastore().get_image_uri(image_id), label_file,
-                                         info.get("label_info"), catalog)
+                                         info.get("label_info"), catalog, max_voxels=self.app_conf.max_image_voxels)
         except AnnotationError as error:
             raise http_error(422, f"label for '{image_id}' not saved: {error}") from error
         for name in new_class_names([annotation], catalog):

@@ -15,8 +15,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import requests
 import torch
 from app_server import start_server
+from requests_toolbelt import MultipartEncoder
 from tiny import PHANTOM, tiny_model
 
 import universal
@@ -27,6 +29,7 @@ from universal.synth import make_phantom, save_phantom
 CLASSES = ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney", "Liver Tumor"]
 RELEASED = "clip_driven_universal_unet.pth"
 TRAIN_TIMEOUT_S = 240
+UPLOAD_MB, MAX_VOXELS = 1, 100_000  # the shared server's limits (its phantoms hold 48,000 voxels)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,9 @@ def ready(workspace, random_clip_weights, tmp_path_factory):
     model_dir = root / "model"
     model_dir.mkdir()
     shutil.copy(workspace / "tiny.pt", model_dir / RELEASED)
-    started = start_server(root, studies, {"model_dir": str(model_dir)}, offline_env(workspace, random_clip_weights))
+    limits = {"max_upload_mb": str(UPLOAD_MB), "max_image_voxels": str(MAX_VOXELS)}
+    started = start_server(root, studies, {"model_dir": str(model_dir), **limits},
+                           offline_env(workspace, random_clip_weights))
     assert started.get("/info/").json()["universal"]["ready"]
     yield started
     started.stop()
@@ -251,6 +256,50 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_nothing_is_lost(ready, wo
     with (ready.studies / "case1.nii.gz").open("rb") as stream:  # an upload is read
         uploaded = ready.post("/infer/universal", params={"output": "json"}, files={"file": ("ct.nii.gz", stream)})
     assert uploaded.status_code == 200, uploaded.text
+
+
+def gzip_bomb(path, shape=(2048, 2048, 2048)) -> None:
+    """A .nii.gz of a few hundred kB whose header declares ``shape`` int16 voxels (16 GiB for the
+    default) over a body of zeros that would expand to hundreds of MB."""
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    with gzip.open(path, "wb", compresslevel=9) as stream:
+        stream.write(header.binaryblock + b"\0" * 4)
+        zeros = bytes(1 << 24)
+        for _ in range(32):  # 512 MB of zeros
+            stream.write(zeros)
+
+
+def test_oversized_and_bomb_uploads_are_refused_within_seconds(ready, workspace):
+    bomb = workspace / "bomb.nii.gz"
+    gzip_bomb(bomb)
+    assert bomb.stat().st_size < UPLOAD_MB * 2**20
+    started = time.monotonic()
+    with bomb.open("rb") as stream:
+        answer = ready.post("/infer/universal", params={"output": "json"}, files={"file": ("ct.nii.gz", stream)})
+    assert answer.status_code == 413 and "more than the 100,000 allowed" in answer.json()["detail"], answer.text
+    with bomb.open("rb") as stream:
+        answer = ready.put("/datastore/image", params={"image": "bomb"}, files={"file": ("bomb.nii.gz", stream)})
+    assert answer.status_code == 413, answer.text
+    with bomb.open("rb") as stream:
+        answer = ready.put("/datastore/label", params={"image": "case0", "tag": "final"},
+                           files={"label": ("label.nii.gz", stream)})
+    assert answer.status_code == 422 and "more than the 100,000 allowed" in answer.json()["detail"], answer.text
+    assert time.monotonic() - started < 30
+    big = bytes(2 * UPLOAD_MB * 2**20)
+    answer = ready.post("/infer/universal", params={"output": "json"}, files={"file": ("ct.nii.gz", big)})
+    assert answer.status_code == 413 and "--conf max_upload_mb" in answer.json()["detail"]
+    form = MultipartEncoder({"file": ("big.nii.gz", big)})
+    body = form.to_string()
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))  # no Content-Length: counted as it arrives
+    answer = requests.put(ready.url + "/datastore/image", params={"image": "big"}, data=chunks, timeout=60,
+                          headers={"Content-Type": form.content_type})
+    assert answer.status_code == 413, answer.text
+    assert "bomb" not in ready.get("/datastore/", params={"output": "all"}).json()["objects"]
 
 
 # -- active learning ------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def score_image(state: AppState, datastore, image_id: str, device: str | None = 
     device = device or state.conf.device
     settings = universal.InferenceSettings(overlap=0.0, device=device)
     segmenter = universal.Segmenter(state.model(device), settings, progress=False)
-    score = score_scan(segmenter, universal.read_scan(datastore.get_image_uri(image_id)))
+    scan = universal.read_scan(datastore.get_image_uri(image_id), max_voxels=state.conf.max_image_voxels)
+    score = score_scan(segmenter, scan)
     fields = {
         "uncertainty": round(score.score, 6),
         "uncertainty_class": score.top_class,

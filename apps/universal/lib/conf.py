@@ -73,6 +73,8 @@ class AppConf:
     inline_scoring: int = 2
     preload: bool = False
     allow_local_paths: bool = False
+    max_image_voxels: int = 512 * 512 * 2048  # a volume's values; 2 GiB as float32
+    max_upload_mb: float = 2048.0
 
     @classmethod
     def parse(cls, conf: dict) -> AppConf:

@@ -25,7 +25,7 @@ import universal
 from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
-from universal.io.scans import IMAGE_SUFFIXES, ScanError
+from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError
 
 from .conf import MODEL_NAME, http_error, parse_bool, parse_number
 from .state import AppState, ModelNotReady, device_choices
@@ -102,9 +102,10 @@ class UniversalInfer(InferTask):
             raise http_error(422, str(error)) from error
         loaded = time.perf_counter()
         try:
-            scan = universal.read_scan(request["image"])
+            scan = universal.read_scan(request["image"], max_voxels=self.state.conf.max_image_voxels)
         except ScanError as error:
-            raise http_error(422, f"the image cannot be segmented: {error}") from error
+            status = 413 if isinstance(error, ScanTooLargeError) else 422
+            raise http_error(status, f"the image cannot be segmented: {error}") from error
         read = time.perf_counter()
         try:
             result = segmenter(scan, wanted)

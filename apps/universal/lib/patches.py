@@ -2,6 +2,8 @@
 
 - MONAI Label 0.8.5 builds its FastAPI application (``monailabel.app.app``) before the app is
   loaded, and gives an app no hook to add routes or exception handlers to it (:func:`add_routes`).
+- It reads request bodies of any size (uploads are copied whole to disk, ``shutil.copyfileobj`` in
+  monailabel/endpoints/infer.py and datastore.py); :class:`UploadLimit` bounds them.
 - Its ``/infer`` endpoint saves an uploaded image to a temporary file and hands the app only that
   file's path, exactly as it hands on a path a client typed (``run_inference`` in
   monailabel/endpoints/infer.py); :func:`record_uploads` keeps the names of the files it made, so the
@@ -15,6 +17,8 @@ import logging
 import os
 import tempfile
 
+from starlette.responses import JSONResponse
+
 from universal.errors import UniversalError
 
 from .endpoints import class_router, library_error, malformed_json
@@ -22,8 +26,9 @@ from .endpoints import class_router, library_error, malformed_json
 log = logging.getLogger(__name__)
 
 
-def add_routes(fastapi_app, current_state) -> None:
-    """Add ``/universal/...`` and the error answers to the running server, once per process.
+def add_routes(fastapi_app, current_state, max_upload_bytes: int) -> None:
+    """Add ``/universal/...``, the error answers and the upload limit (:class:`UploadLimit`) to the
+    running server, once per process.
 
     Starlette builds its middleware stack, exception handlers included, on the first request and
     keeps it (``Starlette.__call__`` in starlette/applications.py); dropping it makes the next request
@@ -35,8 +40,60 @@ def add_routes(fastapi_app, current_state) -> None:
     fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
     fastapi_app.add_exception_handler(UniversalError, library_error)
     fastapi_app.middleware_stack = None
+    fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)
     fastapi_app.state.universal_routes = True
     log.info("routes added: GET/POST /universal/classes, GET /universal/versions")
+
+
+class UploadLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 without being stored, by
+    its Content-Length before any of it is read, or as it arrives when it declares none."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        received, exceeded, started = 0, False, False
+
+        async def counted():
+            nonlocal received, exceeded
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                exceeded = True
+                raise _TooLarge
+            return message
+
+        async def watched(message):
+            nonlocal started
+            if exceeded:
+                return  # the app's answer to a body cut short is replaced by the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        megabytes = self.limit / 2**20
+        answer = JSONResponse(status_code=413, content={
+            "detail": f"the request is larger than the server accepts ({megabytes:g} MB); send a smaller file, "
+                      "or start the server with a larger --conf max_upload_mb"})
+        await answer(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    """A request body went past the limit while it was read."""
 
 
 _uploads: set[str] = set()

@@ -196,7 +196,7 @@ class AppState:
             try:
                 found.append(read_annotation(image_id, datastore.get_image_uri(image_id),
                                              datastore.get_label_uri(image_id, "final"), info.get("label_info"),
-                                             catalog))
+                                             catalog, max_voxels=self.conf.max_image_voxels))
             except (AnnotationError, UniversalError) as error:
                 log.warning("final label of %s left out of training: %s", image_id, error)
         return found

@@ -14,19 +14,24 @@ from universal.io.scans import (
     LPS_TO_RAS,
     NIFTI_SUFFIXES,
     ScanError,
+    check_size,
     read_scan,
     read_volume,
     write_nifti,
 )
 
 
-def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A label map (uint8 (X, Y, Z), values 0..255) and its RAS+ affine from a NIfTI or NRRD file."""
+def read_label_map(path: str | Path, *, max_voxels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A label map (uint8 (X, Y, Z), values 0..255) and its RAS+ affine from a NIfTI or NRRD file;
+    ``max_voxels``: refuse a file whose header declares more, before reading its voxels."""
     path = Path(path)
     if not path.is_file():
         raise ScanError(f"{path}: no such label file")
     try:
+        check_size(path, None, max_voxels)
         labels, affine = read_volume(path)
+    except ScanError:
+        raise
     except Exception as error:
         raise ScanError(f"{path}: cannot be read as a label map ({str(error).strip()[:200]})") from error
     if labels.ndim == 4 and labels.shape[3] == 1:
@@ -38,7 +43,7 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.uint8), affine
 
 
-def image_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+def image_geometry(path: str | Path, *, max_voxels: int | None = None) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape, RAS+ affine) of a scan; NIfTI headers are read without the voxels."""
     path = Path(path)
     if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
@@ -46,7 +51,7 @@ def image_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
 
         header = nib.load(path)
         return tuple(int(n) for n in header.shape[:3]), np.asarray(header.affine, dtype=np.float64)
-    scan = read_scan(path)
+    scan = read_scan(path, max_voxels=max_voxels)
     return scan.shape, scan.affine
 
 

@@ -29,6 +29,10 @@ class ScanError(UniversalError):
     """A scan that cannot be read, or is not a 3D CT in Hounsfield units."""
 
 
+class ScanTooLargeError(ScanError):
+    """A volume whose header declares more values than allowed (see :func:`check_size`)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Scan:
     """A CT volume.
@@ -71,11 +75,13 @@ def case_name(path: str | Path) -> str:
     return path.name
 
 
-def read_scan(path: str | Path, series: str | None = None) -> Scan:
+def read_scan(path: str | Path, series: str | None = None, *, max_voxels: int | None = None) -> Scan:
     """Read a CT from a NIfTI or NRRD file, or from a folder holding a DICOM series.
 
-    ``series``: the SeriesInstanceUID to read when a folder holds several CT series.
-    Raises :class:`ScanError` when the input cannot be read or is not a 3D CT in HU.
+    ``series``: the SeriesInstanceUID to read when a folder holds several CT series. ``max_voxels``:
+    refuse a volume whose header declares more voxels, before its voxels are read (a small gzip file
+    may declare a huge one). Raises :class:`ScanError` when the input cannot be read, is too large or
+    is not a 3D CT in HU.
     """
     path = Path(path)
     series_uid = None
@@ -87,6 +93,7 @@ def read_scan(path: str | Path, series: str | None = None) -> Scan:
         raise ScanError(f"{path}: unknown format; give a NIfTI (.nii, .nii.gz) or NRRD (.nrrd) file, "
                         "or a folder holding a DICOM series")
     try:
+        check_size(path, series_uid, max_voxels)
         image, affine = read_volume(path, series_uid)
     except ScanError:
         raise
@@ -94,6 +101,27 @@ def read_scan(path: str | Path, series: str | None = None) -> Scan:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ScanError(f"{path}: cannot be read as a CT volume ({detail[:200]})") from error
     return Scan(image=check_ct_volume(image, path), affine=affine, name=case_name(path), source=str(path))
+
+
+def check_size(path: Path, series_uid: str | None, max_voxels: int | None) -> None:
+    """Raise :class:`ScanError` when the volume's header declares more than ``max_voxels`` values
+    (its voxels times its values per voxel); nothing but the header is read."""
+    if max_voxels is None:
+        return
+    import SimpleITK as sitk
+
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        declared = int(np.prod(nib.load(path).shape, dtype=np.int64))  # nibabel reads the header only
+    else:
+        files = [str(path)] if series_uid is None else sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path),
+                                                                                                   series_uid)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()  # a DICOM series: each of its files holds one slice
+        declared = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents() * len(files)
+    if declared > max_voxels:
+        raise ScanTooLargeError(f"{path}: the volume declares {declared:,} values, more than the {max_voxels:,} "
+                                "allowed")
 
 
 def read_volume(path: Path, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray]:

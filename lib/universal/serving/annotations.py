@@ -112,17 +112,18 @@ def _whole_number(value) -> int | None:
     return None
 
 
-def read_annotation(case: str, image: str | Path, label: str | Path, label_info, catalog: Catalog) -> Annotation:
+def read_annotation(case: str, image: str | Path, label: str | Path, label_info, catalog: Catalog, *,
+                    max_voxels: int | None = None) -> Annotation:
     """Check a label file against its image and name its values (see :func:`value_names`).
 
-    Raises :class:`AnnotationError` when the label cannot be read, lies on another grid than the
-    image, or holds values nothing names.
+    Raises :class:`AnnotationError` when the label cannot be read (or declares more than
+    ``max_voxels`` voxels), lies on another grid than the image, or holds values nothing names.
     """
     try:
-        labels, affine = read_label_map(label)
+        labels, affine = read_label_map(label, max_voxels=max_voxels)
     except UniversalError as error:
         raise AnnotationError(f"the label is not a readable label map: {error}") from error
-    shape, image_affine = image_geometry(image)
+    shape, image_affine = image_geometry(image, max_voxels=max_voxels)
     if labels.shape != tuple(shape) or not np.allclose(affine, image_affine, atol=GRID_TOLERANCE_MM):
         raise AnnotationError(
             f"the label (shape {list(labels.shape)}) does not lie on the grid of image '{case}' (shape "
