@@ -50,6 +50,18 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def train(self, params: dict, timeout: float = 240) -> dict:
+        """Start ``POST /train/universal`` with ``params`` and wait for it to end; its last status."""
+        started = self.post("/train/universal", json=params)
+        assert started.status_code == 200, started.text
+        deadline, status = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            status = self.get("/train/").json()
+            if status["status"] not in ("SUBMITTED", "RUNNING"):
+                break
+            time.sleep(1)
+        return status
+
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
