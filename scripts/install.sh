@@ -20,9 +20,10 @@ for dir in $(pip_conf find-links); do UV+=(--find-links "$dir"); done
 for file in $(pip_conf constraint); do UV+=(--constraint "$file"); done
 PIP=(.venv/bin/python -m pip install --quiet --no-compile)
 
-# The PACS the tests run against: Orthanc with its DICOMweb plugin, from Debian's packages (needs root or
-# sudo; where neither is possible the tests that need it say so and are skipped, except in CI).
-SYSTEM_PACKAGES=(orthanc orthanc-dicomweb)
+# What the tests run against, from Debian's packages: the PACS (Orthanc with its DICOMweb plugin) and a
+# browser for the OHIF that MONAI Label serves (Chromium and its WebDriver). Needs root or sudo; where
+# neither is possible the tests that need them say so and are skipped, except in CI.
+SYSTEM_PACKAGES=(orthanc orthanc-dicomweb chromium chromium-driver)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -33,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   if ! { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
          { "${SUDO[@]}" apt-get update -q >/dev/null && \
            "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }; }; then
-    echo "install: could not install ${missing[*]} (apt-get as root); the PACS tests will be skipped"
+    echo "install: could not install ${missing[*]} (apt-get as root); the PACS and OHIF tests will be skipped"
   fi
 fi
 
