@@ -1,16 +1,19 @@
 """The real OHIF v3 that MONAI Label serves at /ohif/, in headless Chromium, over the app's DICOMweb
 proxy to Orthanc: Auto-Segmentation and Class Prompts run from the MONAI Label panel, and every
 segment the viewer shows holds, voxel for voxel, what ``universal segment`` gives its class on the
-same series with the same model (the learning test's, whose classes fill their own regions). The
+same series with the same model (the learning test's, whose classes fill their own regions); so does
+each segment of the app's DICOM SEG once stored in the PACS and opened by OHIF's SEG loader. The
 viewer's segments are read from OHIF's own services (``window.services``, which OHIF's app sets) and
 cornerstone's cache (``window.cornerstone``). A screenshot of the overlay is kept in
 ``$UNIVERSAL_TEST_ARTEFACTS`` (default: the test's temporary folder)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -47,9 +50,47 @@ return {names: names, voxels: Array.from(data), dimensions: volume.dimensions, o
 """
 
 
+# A segmentation OHIF made from a DICOM SEG holds one derived image a CT slice (Labelmap.imageIds), each
+# naming the slice it covers (referencedImageId), whose plane cornerstone's metadata gives
+SEG_SEGMENTS_JS = """
+const segmentation = window.services.segmentationService.getSegmentations()
+    .find(s => s.segmentationId === arguments[0]);
+if (!segmentation) return null;
+const names = {};
+for (const segment of Object.values(segmentation.segments)) if (segment) names[segment.segmentIndex] = segment.label;
+const slices = segmentation.representationData.Labelmap.imageIds.map(id => {
+  const image = window.cornerstone.cache.getImage(id);
+  const plane = window.cornerstone.metaData.get('imagePlaneModule', image.referencedImageId);
+  return {voxels: Array.from(image.getPixelData()), rows: image.rows, columns: image.columns,
+          position: plane.imagePositionPatient, row: plane.rowCosines, column: plane.columnCosines,
+          spacing: [plane.rowPixelSpacing, plane.columnPixelSpacing]};
+});
+return {names: names, slices: slices};
+"""
+
+# OHIF's loader of a DICOM SEG display set (extension-cornerstone-dicom-seg, getSopClassHandlerModule:
+# displaySet.load reads the SEG with dcmjs and makes a segmentation whose id is the display set's UID),
+# which the viewer runs when the annotator opens the SEG's thumbnail
+LOAD_SEG_JS = """
+const done = arguments[arguments.length - 1];
+const seg = window.services.displaySetService.getActiveDisplaySets().find(d => d.Modality === 'SEG');
+if (!seg) { done(null); return; }
+seg.load({headers: {}}).then(() => done(seg.displaySetInstanceUID), error => done('failed: ' + error));
+"""
+
+
+@dataclass
+class Viewer:
+    driver: object  # selenium's Chrome
+    server: object  # app_server.Server
+    orthanc: object  # orthanc.Orthanc
+    folder: Path  # the CT series, as files
+    study: str  # its StudyInstanceUID
+
+
 @pytest.fixture(scope="module")
 def viewer(learned, tmp_path_factory, random_clip_weights):
-    """(driver, server, series folder, study UID): a browser and the app, a phantom stored in Orthanc."""
+    """A browser and the app over Orthanc, which holds one phantom CT series."""
     from conftest import missing_in_ci
 
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
@@ -77,7 +118,7 @@ def viewer(learned, tmp_path_factory, random_clip_weights):
             driver.get(f"{server.url}/info/")  # the panel's own memory of its server, as after a first visit
             driver.add_cookie({"name": "MONAILABEL_SERVER_URL", "value": quote(f"{server.url}/", safe="/"),
                                "path": "/"})
-            yield driver, server, root / "ct", str(read_series(root / "ct")[0].StudyInstanceUID)
+            yield Viewer(driver, server, orthanc, root / "ct", str(read_series(root / "ct")[0].StudyInstanceUID))
         finally:
             driver.quit()
             server.stop()
@@ -103,13 +144,14 @@ def panel(driver):
     return shown[0]
 
 
-def open_study(driver, server, study: str) -> None:
-    """The study opened afresh in OHIF's MONAI Label mode and the panel connected: its segmentation
-    starts empty (the panel makes it on connecting, MonaiLabelPanel.tsx onInfo)."""
-    driver.get(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}")
-    wait(lambda: driver.execute_script(
+def open_study(viewer: Viewer, *, connected: bool = True) -> None:
+    """The study opened afresh in OHIF's MONAI Label mode and (``connected``) the panel connected: its
+    segmentation starts empty (the panel makes it on connecting, MonaiLabelPanel.tsx onInfo)."""
+    viewer.driver.get(f"{viewer.server.url}/ohif/monai-label?StudyInstanceUIDs={viewer.study}")
+    wait(lambda: viewer.driver.execute_script(
         "return window.services && window.services.displaySetService.getActiveDisplaySets().length"), 120)
-    connect(driver)
+    if connected:
+        connect(viewer.driver)
 
 
 def connect(driver) -> None:
@@ -161,6 +203,25 @@ def shown_segments(driver) -> dict:
     return {"grid": grid, "segments": segments}
 
 
+def shown_seg_segments(driver, segmentation: str) -> dict:
+    """The segments {name: mask} of the ``segmentation`` OHIF made from a SEG, its slices stacked in
+    order along their normal, and the stack's grid (LPS mm)."""
+    found = wait(lambda: driver.execute_script(SEG_SEGMENTS_JS, segmentation), 60)
+    slices = found["slices"]
+    row, column = np.asarray(slices[0]["row"], float), np.asarray(slices[0]["column"], float)
+    normal = np.cross(row, column)
+    slices.sort(key=lambda plane: float(np.dot(plane["position"], normal)))
+    rows, columns = slices[0]["rows"], slices[0]["columns"]
+    voxels = np.stack([np.asarray(plane["voxels"], np.uint8).reshape(rows, columns).T for plane in slices], axis=-1)
+    first, last = (np.asarray(slices[i]["position"], float) for i in (0, -1))
+    row_spacing, column_spacing = slices[0]["spacing"]
+    grid = np.eye(4)
+    grid[:3, 0], grid[:3, 1] = row * column_spacing, column * row_spacing  # i along a row, j down a column
+    grid[:3, 2] = (last - first) / max(len(slices) - 1, 1)
+    grid[:3, 3] = first
+    return {"grid": grid, "segments": {name: voxels == int(index) for index, name in found["names"].items()}}
+
+
 def on_viewer_grid(label_map: np.ndarray, affine: np.ndarray, grid: np.ndarray, shape) -> np.ndarray:
     """``label_map`` (on RAS ``affine``) sampled at the viewer volume's voxels (LPS ``grid``)."""
     index = np.indices(shape).reshape(3, -1)
@@ -201,14 +262,13 @@ def artefacts(tmp_path: Path) -> Path:
 
 
 def test_auto_segmentation_shows_the_right_name_on_every_voxel(viewer, tmp_path):
-    driver, server, folder, study = viewer
-    open_study(driver, server, study)
-    press(driver, run_buttons(driver)[0])  # Auto-Segmentation, the tab open at start
-    shown = shown_segments(driver)
-    label_map, affine, catalog = expected(server, folder)
+    open_study(viewer)
+    press(viewer.driver, run_buttons(viewer.driver)[0])  # Auto-Segmentation, the tab open at start
+    shown = shown_segments(viewer.driver)
+    label_map, affine, catalog = expected(viewer.server, viewer.folder)
     assert set(shown["segments"]) == set(catalog.names)
     assert_named_right(shown, label_map, affine, catalog, catalog.names)
-    driver.save_screenshot(str(artefacts(tmp_path) / "ohif-auto-segmentation.png"))
+    viewer.driver.save_screenshot(str(artefacts(tmp_path) / "ohif-auto-segmentation.png"))
 
 
 def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_path):
@@ -216,8 +276,8 @@ def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_pat
     voxels showed as "Right Kidney" when a subset's values were renumbered 1, 2, 3."""
     from selenium.webdriver.common.by import By
 
-    driver, server, folder, study = viewer
-    open_study(driver, server, study)
+    driver = viewer.driver
+    open_study(viewer)
     ticked = ["Liver", "Right Kidney", "Stomach"]
     tab = ".//label[contains(@class, 'tab-label') and text()='Class Prompts']"
     press(driver, panel(driver).find_element(By.XPATH, tab))
@@ -235,6 +295,28 @@ def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_pat
     assert checked == sorted(ticked), (checked, sorted(rows))
     press(driver, run_buttons(driver)[-1])  # the Class Prompts tab's own Run
     shown = shown_segments(driver)
-    label_map, affine, catalog = expected(server, folder, ticked)
+    label_map, affine, catalog = expected(viewer.server, viewer.folder, ticked)
     assert_named_right(shown, label_map, affine, catalog, ticked)
     driver.save_screenshot(str(artefacts(tmp_path) / "ohif-class-prompts.png"))
+
+
+def test_a_seg_the_app_stores_in_the_pacs_opens_in_ohif_with_its_names(viewer, tmp_path):
+    """The app's prediction as DICOM SEG (``result_extension .dcm``), stored in the PACS, read by
+    OHIF's own SEG loader: each segment OHIF shows is named by its class and holds its voxels."""
+    series = str(read_series(viewer.folder)[0].SeriesInstanceUID)
+    answer = viewer.server.post("/infer/universal", params={"image": series, "output": "image"},
+                                data={"params": json.dumps({"result_extension": ".dcm"})})
+    assert answer.status_code == 200, answer.text
+    (tmp_path / "seg.dcm").write_bytes(answer.content)
+    viewer.orthanc.client().store_instances([pydicom.dcmread(tmp_path / "seg.dcm")])
+    open_study(viewer, connected=False)
+    driver = viewer.driver
+    driver.set_script_timeout(120)
+    segmentation = wait(lambda: driver.execute_async_script(LOAD_SEG_JS), 60)
+    assert not segmentation.startswith("failed"), segmentation
+    shown = shown_seg_segments(driver, segmentation)
+    label_map, affine, catalog = expected(viewer.server, viewer.folder)
+    present = [catalog[int(v)].name for v in np.unique(label_map) if v]
+    assert sorted(shown["segments"]) == sorted(present)
+    assert_named_right(shown, label_map, affine, catalog, present)
+    driver.save_screenshot(str(artefacts(tmp_path) / "ohif-dicom-seg.png"))
