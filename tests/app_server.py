@@ -37,15 +37,16 @@ class Server:
     studies: Path
     log: Path
     process: subprocess.Popen
+    headers: dict[str, str] | None = None  # sent with every request (a bearer token)
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=120, **kwargs)
+        return requests.get(self.url + path, timeout=120, headers=self.headers, **kwargs)
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, timeout=120, **kwargs)
+        return requests.post(self.url + path, timeout=120, headers=self.headers, **kwargs)
 
     def put(self, path: str, **kwargs) -> requests.Response:
-        return requests.put(self.url + path, timeout=120, **kwargs)
+        return requests.put(self.url + path, timeout=120, headers=self.headers, **kwargs)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -74,8 +75,10 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str, str], timeout: float = 150) -> Server:
-    """Start the app on ``studies`` with ``--conf`` pairs ``conf`` and extra environment ``env``.
+def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str, str], timeout: float = 150,
+                 headers: dict[str, str] | None = None) -> Server:
+    """Start the app on ``studies`` with ``--conf`` pairs ``conf`` and extra environment ``env``;
+    ``headers`` go with every request the :class:`Server` sends.
 
     Each process computes on one thread: the server, its training process and the tests share a
     couple of cores, where threads that wait for each other cost more than they bring."""
@@ -92,13 +95,13 @@ def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str,
     with log.open("w") as stream:
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment,
                                    cwd=root, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", app_dir, studies, log, process)
+    server = Server(f"http://127.0.0.1:{port}", app_dir, studies, log, process, headers)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}):\n{server.log_text()[-4000:]}")
         with contextlib.suppress(requests.ConnectionError):
-            if requests.get(server.url + "/info/", timeout=30).status_code == 200:
+            if requests.get(server.url + "/info/", timeout=30, headers=headers).status_code == 200:
                 return server
         time.sleep(0.5)
     server.stop()

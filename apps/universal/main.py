@@ -17,7 +17,7 @@ from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
 from lib.pacs import PacsDatastore, dicomweb_client
-from lib.patches import add_routes, record_uploads, take_upload
+from lib.patches import add_routes, check_tokens, record_uploads, take_upload
 from lib.state import AppState, ModelNotReady
 from lib.trainer import UniversalTrainer
 from monailabel.config import settings
@@ -97,6 +97,7 @@ class UniversalApp(MONAILabelApp):
 
             add_routes(monailabel.app.app, lambda: app_instance().state, int(self.app_conf.max_upload_mb * 2**20))
             record_uploads()
+            check_tokens()
 
     def on_init_complete(self):
         if self.app_conf.restore and self.state.store.index().get("restored") != self.app_conf.restore:

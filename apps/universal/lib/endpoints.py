@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
+from monailabel.config import settings
+from monailabel.endpoints.user.auth import RBAC
 
 from universal.errors import CatalogError, UniversalError
 from universal.nets.text import EMBEDDING_DIM
@@ -22,15 +24,20 @@ NEW_CLASS_BODY = Annotated[dict, Body(examples=[{"name": "Appendix", "prompt": "
 def class_router(current_state) -> APIRouter:
     """``GET /universal/classes`` (the catalogue), ``POST /universal/classes`` (add one by name and
     prompt) and ``GET /universal/versions`` (published models). ``current_state()`` returns the
-    running app's :class:`AppState`."""
+    running app's :class:`AppState`. With MONAI Label's authentication on, reading needs its user
+    role and adding a class its annotator role, as for reading and saving labels
+    (monailabel/endpoints/datastore.py)."""
     router = APIRouter(prefix="/universal", tags=["Universal Model"])
+    user = [Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
+    annotator = [Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))]
 
-    @router.get("/classes", summary="The class catalogue of the model in use")
+    @router.get("/classes", summary="The class catalogue of the model in use", dependencies=user)
     def list_classes():
         state: AppState = current_state()
         return {"classes": state.catalog().to_records(), "ready": state.ready}
 
-    @router.post("/classes", summary="Add a class by name and prompt; /info and /infer show it at once")
+    @router.post("/classes", summary="Add a class by name and prompt; /info and /infer show it at once",
+                 dependencies=annotator)
     def add_class(body: NEW_CLASS_BODY):
         state: AppState = current_state()
         name = body.get("name")
@@ -53,7 +60,7 @@ def class_router(current_state) -> APIRouter:
             raise http_error(422, f"cannot add class '{name}': {error}") from error
         return {"class": info.to_record(), "labels": state.catalog().label_map(), "version": state.version()}
 
-    @router.get("/versions", summary="Published models; restore one with --conf restore VERSION")
+    @router.get("/versions", summary="Published models; restore one with --conf restore VERSION", dependencies=user)
     def versions():
         state: AppState = current_state()
         return state.store.index()

@@ -4,6 +4,10 @@
   loaded, and gives an app no hook to add routes or exception handlers to it (:func:`add_routes`).
 - It reads request bodies of any size (uploads are copied whole to disk, ``shutil.copyfileobj`` in
   monailabel/endpoints/infer.py and datastore.py); :class:`UploadLimit` bounds them.
+- Its token check (``from_token`` in monailabel/endpoints/user/auth.py) calls ``jwt.decode`` without
+  ``algorithms``, which PyJWT 2 requires (jpadilla/pyjwt CHANGELOG.rst, v2.0.0: "Require explicit
+  algorithms in jwt.decode() by default"), so with ``MONAI_LABEL_AUTH_ENABLE`` every token, valid or
+  not, is a 401; :func:`check_tokens` passes the algorithms the realm's RSA key can verify.
 - Its ``/infer`` endpoint saves an uploaded image to a temporary file and hands the app only that
   file's path, exactly as it hands on a path a client typed (``run_inference`` in
   monailabel/endpoints/infer.py); :func:`record_uploads` keeps the names of the files it made, so the
@@ -94,6 +98,34 @@ class UploadLimit:
 
 class _TooLarge(Exception):
     """A request body went past the limit while it was read."""
+
+
+# The realm's key is RSA: monailabel's get_public_key reads the "public_key" of the realm's JSON
+# (Keycloak's realm endpoint) and wraps it as a PEM public key, which verifies RSA signatures only
+TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512"]
+
+
+class _TokenDecoder:
+    """PyJWT as monailabel.endpoints.user.auth sees it, decoding with :data:`TOKEN_ALGORITHMS`."""
+
+    def __getattr__(self, name):
+        import jwt
+
+        return getattr(jwt, name)
+
+    def decode(self, token, key, **kwargs):
+        import jwt
+
+        kwargs.setdefault("algorithms", TOKEN_ALGORITHMS)
+        return jwt.decode(token, key, **kwargs)
+
+
+def check_tokens() -> None:
+    """Make MONAI Label's token check verify signed tokens under PyJWT 2 (once per process)."""
+    import monailabel.endpoints.user.auth as auth
+
+    if not isinstance(auth.jwt, _TokenDecoder):
+        auth.jwt = _TokenDecoder()
 
 
 _uploads: set[str] = set()
