@@ -10,6 +10,9 @@ Layout of ``FOLDER``::
     runs/<time>/          training runs (universal.training.loop's run folders)
     train_stats.json      the last fine-tuning's outcome
 
+A publication writes, each in one step, its version file, the catalogue, ``universal.pt`` and last the
+index, which makes it count; :meth:`ModelStore.recover` rolls back one a killed process left part-way.
+
 Weights for a folder without ``universal.pt`` come from :meth:`ModelStore.resolve_weights`: a
 released file placed in the folder, then a given file or released name, then the release itself
 (downloaded and verified, unless downloads are off).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import filecmp
 import json
 import logging
 import os
@@ -164,8 +168,8 @@ class ModelStore:
             "classes": len(model.catalog),
             **(details or {}),
         }
+        model.catalog.save_yaml(self.catalog_path)  # before the model: a reader of the new model reads its classes
         self._make_current(path)
-        model.catalog.save_yaml(self.catalog_path)
         index["versions"].append(record)
         index["current"] = version
         self._write_index(index)
@@ -182,13 +186,54 @@ class ModelStore:
                 raise UniversalError(f"no model version {version} in {self.folder / VERSIONS}; kept versions: {kept}")
             path = self.version_path(version)
             catalog = read_checkpoint(path).catalog
-            self._make_current(path)
             if catalog is not None:
                 catalog.save_yaml(self.catalog_path)
+            self._make_current(path)
             index["current"] = index["restored"] = version
             self._write_index(index)
         log.info("restored model version %d (%s)", version, record["origin"])
         return record
+
+    def recover(self) -> list[str]:
+        """Undo what a killed process left half-done; returns what was undone (also logged).
+
+        A publication the index does not name (a version file without its record) is rolled back:
+        ``universal.pt`` and ``catalog.yaml`` become the index's current version again (before the
+        first publication: ``universal.pt`` is removed only where it is that unrecorded file). The
+        temporary files of interrupted atomic writes are removed, and a fine-tuning whose process is
+        gone is reported as failed in the stats (``interrupted``).
+        """
+        undone = []
+        with self.lock():
+            for leftover in [*self.folder.glob(".*.part"), *(self.folder / VERSIONS).glob(".*.part")]:
+                leftover.unlink(missing_ok=True)
+                undone.append(f"removed {leftover.name}, left by an interrupted write")
+            index = self.index()
+            recorded = {self.version_path(r["version"]) for r in index["versions"]}
+            unrecorded = sorted(p for p in (self.folder / VERSIONS).glob("v*.pt") if p not in recorded)
+            if unrecorded:
+                current = index["current"]
+                if current is not None:
+                    self._make_current(self.version_path(current))
+                elif self.current_path.is_file() and any(filecmp.cmp(self.current_path, p, shallow=False)
+                                                         for p in unrecorded):
+                    self.current_path.unlink()
+                if self.current_path.is_file():
+                    catalog = read_checkpoint(self.current_path).catalog
+                    if catalog is not None:
+                        catalog.save_yaml(self.catalog_path)
+                else:
+                    self.catalog_path.unlink(missing_ok=True)
+                for path in unrecorded:
+                    path.unlink()
+                names = ", ".join(p.name for p in unrecorded)
+                undone.append(f"rolled back an interrupted publication ({names}); the current model is "
+                              f"{f'version {current}' if current is not None else 'the one before it'}")
+        lost = self._report_lost_training()
+        undone += [lost] if lost else []
+        for line in undone:
+            log.warning("model folder %s: %s", self.folder, line)
+        return undone
 
     def _make_current(self, path: Path) -> None:
         with open(path, "rb") as source, atomic_open(self.current_path) as target:
@@ -217,8 +262,38 @@ class ModelStore:
     def write_stats(self, stats: dict) -> None:
         atomic_write_text(self.stats_path, json.dumps(stats, indent=2) + "\n")
 
+    def mark_training(self, details: dict) -> None:
+        """Note in the stats, beside the last outcome, that this process is fine-tuning (``details``:
+        what it was asked); the outcome it writes replaces the note, :meth:`recover` reports a note
+        whose process is gone."""
+        self.write_stats({**self.stats(), "running": {"pid": os.getpid(), **details}})
+
+    def _report_lost_training(self) -> str | None:
+        stats = self.stats()
+        running = stats.pop("running", None)
+        if not running or _alive(running.get("pid")):
+            return None
+        stats["interrupted"] = {**running, "status": "FAILED",
+                                "reason": "the training process stopped before it finished (killed, or the server "
+                                          "stopped); nothing was published from it: train again"}
+        self.write_stats(stats)
+        return f"a fine-tuning (process {running.get('pid')}) stopped before it finished; reported as failed"
+
     def stats(self) -> dict:
         try:
             return json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return {}
+
+
+def _alive(pid) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
