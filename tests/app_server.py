@@ -63,6 +63,12 @@ class Server:
             time.sleep(1)
         return status
 
+    def kill(self) -> None:
+        """``kill -9`` of the server and every process it started, as a crash or the OOM killer does."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -83,7 +89,8 @@ def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str,
     Each process computes on one thread: the server, its training process and the tests share a
     couple of cores, where threads that wait for each other cost more than they bring."""
     app_dir = root / "app"
-    shutil.copytree(APP, app_dir, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    shutil.copytree(APP, app_dir, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"),
+                    dirs_exist_ok=True)  # a restart on the same folder
     port = free_port()
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies",
                str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "models", "universal"]
@@ -92,7 +99,7 @@ def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str,
     environment = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
                    "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env}
     log = root / "server.log"
-    with log.open("w") as stream:
+    with log.open("a") as stream:
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment,
                                    cwd=root, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", app_dir, studies, log, process, headers)

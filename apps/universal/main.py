@@ -99,7 +99,9 @@ class UniversalApp(MONAILabelApp):
             record_uploads()
             check_tokens()
 
-    def on_init_complete(self):
+    def on_init_complete(self):  # the server's process only (monailabel/app.py), not its training processes
+        if self.state.store.folder.is_dir():
+            self.state.store.recover()  # what a killed server left half-done
         if self.app_conf.restore and self.state.store.index().get("restored") != self.app_conf.restore:
             try:
                 self.state.store.restore(self.app_conf.restore)

@@ -1,12 +1,24 @@
-"""A local datastore that checks uploads before keeping them, so a bad upload changes nothing."""
+"""A local datastore that checks uploads before keeping them, so a bad upload changes nothing, and
+saves labels so that a server killed mid-save leaves the old label or the new one, each with its own
+record, and a valid ``datastore_v2.json``: the label file and the index are each replaced in one
+step, and a note of the save in progress (``labels/<tag>/.<name>.saving.json``, written first and
+removed last) lets the next start give a new file its record."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from monailabel.datastore.local import LocalDatastore
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, LocalDatastore
 
+from universal.io.atomic import atomic_open, atomic_write_text
 from universal.io.scans import ScanError, ScanTooLargeError, read_scan
 
 from .conf import http_error
@@ -23,6 +35,7 @@ class CheckedDatastore(LocalDatastore):
         super().__init__(*args, **kwargs)
         self.check_label = check_label
         self.max_voxels = max_voxels
+        self._finish_interrupted_saves()
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict) -> str:
         try:
@@ -38,4 +51,71 @@ class CheckedDatastore(LocalDatastore):
                                   "(PUT /datastore/image) or use an id from GET /datastore/?output=all")
         if label_tag == "final":
             label_info = self.check_label(image_id, label_filename, dict(label_info or {}))
-        return super().save_label(image_id, label_filename, label_tag, label_info)
+        return self._save_label_atomically(image_id, label_filename, label_tag, label_info)
+
+    def _save_label_atomically(self, image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
+        """``LocalDatastore.save_label`` (monailabel/datastore/local.py: the same file name, record and
+        lock) with the file copied beside its place and moved there in one step."""
+        _, extension = self._to_id(os.path.basename(label_filename))
+        name = self._filename(image_id, extension)
+        folder = Path(self._datastore.label_path(label_tag))
+        info = {**(label_info or {}), "ts": int(time.time()), "name": name}
+        with FileLock(self._lock_file):
+            note = folder / f".{name}.saving.json"
+            atomic_write_text(note, json.dumps({"image": image_id, "tag": label_tag, "ext": extension, "info": info,
+                                                "sha256": _sha256(label_filename)}))
+            with open(label_filename, "rb") as source, atomic_open(folder / name) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            self._datastore.objects[image_id].labels[label_tag] = DataModel(info=info, ext=extension)
+            self._update_datastore_file(lock=False)
+            note.unlink()
+        log.info("label saved: %s (%s)", image_id, label_tag)
+        return image_id
+
+    def _finish_interrupted_saves(self) -> None:
+        """After a kill mid-save: a label file that is the noted new one gets the noted record (else
+        the old file kept its old record); the notes and half-written copies are removed."""
+        labels = Path(self._datastore.label_path("final")).parent
+        if not labels.is_dir():
+            return
+        with FileLock(self._lock_file):
+            index = Path(self._datastore_config_path)
+            for leftover in [*labels.glob("*/.*.part"), *index.parent.glob(f".{index.name}.*.part")]:
+                leftover.unlink()
+            for note_path in labels.glob("*/.*.saving.json"):
+                try:
+                    self._finish_save(json.loads(note_path.read_text()), note_path.parent)
+                except (ValueError, KeyError, OSError) as error:
+                    log.warning("an interrupted label save left %s, which cannot be read (%s); removed",
+                                note_path, error)
+                note_path.unlink()
+
+    def _finish_save(self, note: dict, folder: Path) -> None:
+        label = folder / note["info"]["name"]
+        if label.is_file() and _sha256(label) == note["sha256"] and note["image"] in self._datastore.objects:
+            self._datastore.objects[note["image"]].labels[note["tag"]] = DataModel(info=note["info"], ext=note["ext"])
+            self._update_datastore_file(lock=False)
+            log.warning("an interrupted save of the %s label of %s was completed", note["tag"], note["image"])
+
+    def _update_datastore_file(self, lock: bool = True):
+        """``LocalDatastore._update_datastore_file`` writing the index beside itself, then moving it over."""
+
+        def write():
+            self._ignore_event_config = True
+            index = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            atomic_write_text(self._datastore_config_path, index)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

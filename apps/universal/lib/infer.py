@@ -91,7 +91,7 @@ class UniversalInfer(InferTask):
         except (ValueError, UniversalError) as error:
             raise http_error(422, f"bad inference parameter: {error}") from error
         try:
-            model = self.state.model(settings.device)
+            model, version = self.state.serving(settings.device)
             segmenter = universal.Segmenter(model, settings, progress=False)
             wanted = segmenter.catalog.select(classes)
         except ModelNotReady as error:
@@ -122,7 +122,7 @@ class UniversalInfer(InferTask):
         return path, {
             "label_names": segmenter.catalog.label_map(),
             "report": result.report,
-            "model": {"version": self.state.version(), "weights": str(self.state.source),
+            "model": {"version": version, "weights": str(self.state.source),
                       "classes": len(segmenter.catalog)},
             "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
                           "infer": round(done - read, 3), "total": round(done - started, 3)},

@@ -113,15 +113,28 @@ class AppState:
 
     def require_source(self) -> Path:
         """The weights file in use; :class:`ModelNotReady` with the status when there is none."""
+        self.follow_publications()
         if self.source is None or not self.source.is_file():
             self.refresh(download=False)
         if self.source is None:
             raise ModelNotReady(f"the Universal Model is {self.status}")
         return self.source
 
+    def follow_publications(self) -> None:
+        """Switch to the model folder's current model once one is published (by a training process)
+        while other weights are in use."""
+        if self.source is not None and self.source != self.store.current_path and self.store.current_path.is_file():
+            self.refresh(download=False)
+
     def model(self, device: str = "cpu") -> universal.UniversalModel:
         """The model in use on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), loaded once per
         weights file."""
+        return self.serving(device)[0]
+
+    def serving(self, device: str = "cpu") -> tuple[universal.UniversalModel, int | None]:
+        """The model in use on ``device`` and its published version, read from the loaded file itself
+        (the version its publication wrote into it), so an answer names the model that computed it
+        even while a new one is published; ``None`` for weights from outside the model folder."""
         source = self.require_source()
         target = resolve_device(device)
         with self._lock:
@@ -130,11 +143,14 @@ class AppState:
             if cached is None or cached[0] != key:
                 log.info("loading the Universal Model from %s onto %s", source, target)
                 self._models[str(target)] = (key, universal.load_model(source, target))
-            return self._models[str(target)][1]
+            key, model = self._models[str(target)]
+        published = Path(key[0]) == self.store.current_path
+        return model, model.provenance.get("version") if published else None
 
     def catalog(self) -> Catalog:
         """The classes of the model in use (without loading it when the file names them), or of the
         model folder's catalogue, or the released ones."""
+        self.follow_publications()
         with self._lock:
             key = self.source_key()
             if self._catalog is not None and self._catalog[0] == key:

@@ -44,9 +44,17 @@ class UniversalTrainer(TrainTask):
         settings = self._settings(request)
         source = self.state.require_source()
         annotations = self.state.annotations(datastore)
-        log.info("training request: %s; %d annotated image(s)", {k: request.get(k) for k in self.config()},
-                 len(annotations))
-        result = finetune(self.state.store, source, annotations, settings)
+        asked = {k: request.get(k) for k in self.config()}
+        log.info("training request: %s; %d annotated image(s)", asked, len(annotations))
+        self.state.store.mark_training({"start_ts": int(started.timestamp()), "request": asked})
+        try:
+            result = finetune(self.state.store, source, annotations, settings)
+        except BaseException as error:
+            stats = self.state.store.stats()
+            stats.pop("running", None)
+            self.state.store.write_stats({**stats, "failed": {"start_ts": int(started.timestamp()),
+                                                              "reason": str(error) or type(error).__name__}})
+            raise
         after = result.decision.after
         stats = {
             # the keys MONAI Label's clients read from train_stats
