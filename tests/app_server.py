@@ -39,14 +39,18 @@ class Server:
     process: subprocess.Popen
     headers: dict[str, str] | None = None  # sent with every request (a bearer token)
 
+    def request(self, method: str, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        headers = {**(self.headers or {}), **(headers or {})}
+        return requests.request(method, self.url + path, timeout=120, headers=headers, **kwargs)
+
     def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=120, headers=self.headers, **kwargs)
+        return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, timeout=120, headers=self.headers, **kwargs)
+        return self.request("POST", path, **kwargs)
 
     def put(self, path: str, **kwargs) -> requests.Response:
-        return requests.put(self.url + path, timeout=120, headers=self.headers, **kwargs)
+        return self.request("PUT", path, **kwargs)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

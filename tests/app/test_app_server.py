@@ -257,6 +257,42 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_nothing_is_lost(ready, wo
     assert uploaded.status_code == 200, uploaded.text
 
 
+def test_hostile_requests_get_a_4xx_and_nothing_is_written_outside_the_studies(ready, workspace):
+    """Paths, ``..`` in ids, wrong content types, oversized and deeply nested JSON, names that are not
+    UTF-8: each a 4xx, and nothing appears outside the studies folder."""
+    outside = sorted(ready.studies.parent.iterdir())
+    image = (ready.studies / "case1.nii.gz").read_bytes()
+
+    def infer(image_id, raw="{}"):
+        return ready.post("/infer/universal", params={"image": image_id, "output": "json"}, data={"params": raw})
+
+    answers = {
+        "a server path": infer("/etc/passwd"),
+        "a relative path out": infer("../../../../etc/passwd"),
+        "an id with ..": infer("case0/../case1"),
+        "an id that is not UTF-8": ready.post("/infer/universal?image=%ff%fe&output=json"),
+        "params nested 100,000 deep": infer("case0", "[" * 100_000),
+        "params over the upload limit": infer("case0", json.dumps({"classes": "x" * (2 * UPLOAD_MB * 2**20)})),
+        "a label for ../case0": ready.put("/datastore/label", params={"image": "../case0", "tag": "final"},
+                                          files={"label": ("l.nii.gz", image)}),
+        "an image stored as ../escaped": ready.put("/datastore/image", params={"image": "../escaped"},
+                                                  files={"file": ("escaped.nii.gz", image)}),
+        "an image stored as /tmp/escaped": ready.put("/datastore/image", params={"image": "/tmp/escaped"},
+                                                    files={"file": ("escaped.nii.gz", image)}),
+        "an image named in bytes that are not UTF-8": ready.put(
+            "/datastore/image", params={"image": "ok"}, files={"file": (b"\xff\xfe.nii.gz".decode("latin-1"), b"x")}),
+        "a class as text": ready.post("/universal/classes", data="Appendix", headers={"Content-Type": "text/plain"}),
+        "a label as JSON": ready.put("/datastore/label", params={"image": "case0", "tag": "final"},
+                                     json={"label": "x"}),
+        "a download of ../../etc/passwd": ready.get("/datastore/image", params={"image": "../../etc/passwd"}),
+    }
+    for name, answer in answers.items():
+        assert 400 <= answer.status_code < 500, (name, answer.status_code, answer.text[:300])
+    assert sorted(ready.studies.parent.iterdir()) == outside
+    assert not Path("/tmp/escaped.nii.gz").exists()
+    assert "escaped" not in ready.get("/datastore/", params={"output": "all"}).json()["objects"]
+
+
 def gzip_bomb(path, shape=(2048, 2048, 2048)) -> None:
     """A .nii.gz of a few hundred kB whose header declares ``shape`` int16 voxels (16 GiB for the
     default) over a body of zeros that would expand to hundreds of MB."""

@@ -38,6 +38,9 @@ class CheckedDatastore(LocalDatastore):
         self._finish_interrupted_saves()
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict) -> str:
+        if not image_id or "/" in image_id or "\\" in image_id or image_id.startswith(".") or "\0" in image_id:
+            raise http_error(422, f"image id {image_id!r} is not a plain name: an id names a file in the studies "
+                                  "folder, without '/', '\\' or a leading '.'")
         try:
             read_scan(image_filename, max_voxels=self.max_voxels)
         except ScanError as error:

@@ -75,6 +75,13 @@ async def malformed_json(request: Request, error: json.JSONDecodeError) -> JSONR
                   "send a JSON object, e.g. params={\"threshold\": 0.5}"})
 
 
+async def nested_too_deep(request: Request, error: RecursionError) -> JSONResponse:
+    """400 for JSON nested too deeply for Python's parser (``json.loads`` recurses per level)."""
+    return JSONResponse(status_code=400, content={
+        "detail": "the request's params nest too deeply to be read; send a flat JSON object, e.g. "
+                  "params={\"threshold\": 0.5}"})
+
+
 async def library_error(request: Request, error: UniversalError) -> JSONResponse:
     """422 (503 when the model is not ready) for a library error no task turned into an answer."""
     return JSONResponse(status_code=503 if isinstance(error, ModelNotReady) else 422, content={"detail": str(error)})

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from universal.errors import UniversalError
 
-from .endpoints import class_router, library_error, malformed_json
+from .endpoints import class_router, library_error, malformed_json, nested_too_deep
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def add_routes(fastapi_app, current_state, max_upload_bytes: int) -> None:
         return
     fastapi_app.include_router(class_router(current_state))
     fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
+    fastapi_app.add_exception_handler(RecursionError, nested_too_deep)
     fastapi_app.add_exception_handler(UniversalError, library_error)
     fastapi_app.middleware_stack = None
     fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)
