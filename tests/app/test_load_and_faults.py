@@ -168,6 +168,18 @@ def test_inferences_answer_during_training_and_name_the_model_that_computed_them
     assert versions == sorted(versions, key=lambda v: v or 0)  # swapped once, between requests
 
 
+def assert_one_whole_save(server, image: str, truth: dict[str, np.ndarray], folder: Path) -> str:
+    """The image's final label is one of the ``truth`` labels {name: label map}, whole, and its record
+    names that one; returns the name."""
+    info = server.get("/datastore/label/info", params={"label": image, "tag": "final"}).json()
+    names = [entry["name"] for entry in info["label_info"]]
+    assert len(names) == 1 and names[0] in truth, names
+    stored = folder / "stored.nii.gz"
+    stored.write_bytes(server.get("/datastore/label", params={"label": image, "tag": "final"}).content)
+    assert np.array_equal(read_label_map(stored)[0], truth[names[0]])  # the file and its record agree
+    return names[0]
+
+
 def test_two_saves_of_one_image_at_once_keep_one_whole_label(served, tmp_path):
     liver = label_file(served, 3, ["Liver"], tmp_path / "liver.nii.gz")
     spleen = label_file(served, 3, ["Spleen"], tmp_path / "spleen.nii.gz")
@@ -181,12 +193,7 @@ def test_two_saves_of_one_image_at_once_keep_one_whole_label(served, tmp_path):
 
         with ThreadPoolExecutor(2) as pool:
             assert [answer.status_code for answer in pool.map(save, (liver, spleen))] == [200, 200]
-        info = served.get("/datastore/label/info", params={"label": "case3", "tag": "final"}).json()
-        names = [entry["name"] for entry in info["label_info"]]
-        assert names in (["Liver"], ["Spleen"]), names
-        stored = tmp_path / "stored.nii.gz"
-        stored.write_bytes(served.get("/datastore/label", params={"label": "case3", "tag": "final"}).content)
-        assert np.array_equal(read_label_map(stored)[0], truth[names[0]])  # the file and its record agree
+        assert_one_whole_save(served, "case3", truth, tmp_path)
         json.loads((served.studies / "datastore_v2.json").read_text())
 
 
@@ -260,15 +267,10 @@ def test_killed_while_training_and_saving_labels_nothing_is_lost(tmp_path, rando
         assert server.get("/universal/versions").json() == published
         stats = server.get("/info/").json()["train_stats"]["universal"]
         assert stats["interrupted"]["status"] == "FAILED" and "train again" in stats["interrupted"]["reason"]
-        info = server.get("/datastore/label/info", params={"label": "case3", "tag": "final"}).json()
-        names = [entry["name"] for entry in info["label_info"]]
-        assert names in (["Liver"], ["Spleen"]), names
-        stored = tmp_path / "stored.nii.gz"
-        stored.write_bytes(server.get("/datastore/label", params={"label": "case3", "tag": "final"}).content)
-        assert np.array_equal(read_label_map(stored)[0], truth[names[0]])  # the file and its record agree
+        name = assert_one_whole_save(server, "case3", truth, tmp_path)
         assert not [p for p in saving.parent.iterdir() if p.name.startswith(".")]
         status, _, params = infer(server, "case3")
         assert status == 200 and params["model"]["version"] == published["current"] == 1, params
-        print(f"killed during training and after {saves[0]} label saves: case3 holds the whole {names[0]} label")
+        print(f"killed during training and after {saves[0]} label saves: case3 holds the whole {name} label")
     finally:
         server.stop()
