@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 
+import jwt
 from starlette.responses import JSONResponse
 
 from universal.errors import UniversalError
@@ -110,13 +111,9 @@ class _TokenDecoder:
     """PyJWT as monailabel.endpoints.user.auth sees it, decoding with :data:`TOKEN_ALGORITHMS`."""
 
     def __getattr__(self, name):
-        import jwt
-
         return getattr(jwt, name)
 
     def decode(self, token, key, **kwargs):
-        import jwt
-
         kwargs.setdefault("algorithms", TOKEN_ALGORITHMS)
         return jwt.decode(token, key, **kwargs)
 
