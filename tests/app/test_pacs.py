@@ -7,6 +7,7 @@ SEGs it cannot use get a 4xx naming the problem."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import highdicom as hd
@@ -14,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from app_server import start_server
+from app_server import APP, start_server
 from orthanc import running_orthanc
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -175,3 +176,27 @@ def test_segs_the_app_cannot_use_get_a_4xx_naming_the_problem(server, pacs, tmp_
     assert answer.status_code == 422, answer.text
     assert message in answer.json()["detail"]
 
+
+
+def test_the_pacs_is_asked_for_each_seg_s_references_once(pacs, tmp_path):
+    """Listing the labelled images asks the PACS for the SEG series (one query) and for the metadata
+    of each SEG series only the first time it is seen."""
+    sys.path.insert(0, str(APP))
+    from lib.pacs import PacsDatastore, dicomweb_client
+
+    orthanc, series = pacs
+    client = dicomweb_client(orthanc.dicomweb)
+    asked = []
+    retrieve = client.retrieve_series_metadata
+    client.retrieve_series_metadata = lambda *uids, **kwargs: asked.append(uids) or retrieve(*uids, **kwargs)
+    datastore = PacsDatastore(client, {"Modality": "CT"}, str(tmp_path / "cache"), check_label=lambda *a: a[2],
+                              catalog=Catalog.default)
+    image = sorted(series)[0]
+    folder, phantom = series[image]
+    orthanc.client().store_instances([viewer_seg(folder, phantom, ["Liver"])])
+    assert image in datastore.get_labeled_images()
+    first = len(asked)
+    assert first >= 1
+    datastore.refresh()
+    assert image in datastore.get_labeled_images()
+    assert len(asked) == first  # known SEG series are not asked about again

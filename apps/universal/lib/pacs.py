@@ -56,6 +56,7 @@ class PacsDatastore(DICOMWebDatastore):
         self.check_label = check_label
         self.catalog = catalog
         self._listed: tuple[float, list[str], dict[str, dict]] | None = None
+        self._seg_targets: dict[str, tuple[str, str] | None] = {}  # SEG series UID: (CT series UID, time)
 
     # -- what the PACS holds --
 
@@ -68,17 +69,26 @@ class PacsDatastore(DICOMWebDatastore):
             segs: dict[str, dict] = {}
             for found in self._client.search_for_series(search_filters={"Modality": SEG}):
                 study, series = _uid(found, "StudyInstanceUID"), _uid(found, "SeriesInstanceUID")
-                meta = Dataset.from_json(self._client.retrieve_series_metadata(study, series)[0])
-                references = meta.get("ReferencedSeriesSequence")
-                if not references:
-                    log.warning("SEG series %s references no series; left out", series)
+                target = self._seg_target(study, series)
+                if target is None:
                     continue
-                stamp = f"{meta.get('SeriesDate', '')}{meta.get('SeriesTime', '')}"
-                image = str(references[0].SeriesInstanceUID)
+                image, stamp = target
                 if image not in segs or stamp >= segs[image]["stamp"]:
                     segs[image] = {"study": study, "series": series, "stamp": stamp}
             self._listed = (time.monotonic(), images, segs)
         return self._listed[1], self._listed[2]
+
+    def _seg_target(self, study: str, series: str) -> tuple[str, str] | None:
+        """(the CT series a SEG series references, its date and time), asked of the PACS once per SEG
+        series (a stored series keeps its UID and its references); ``None`` for one that references none."""
+        if series not in self._seg_targets:
+            meta = Dataset.from_json(self._client.retrieve_series_metadata(study, series)[0])
+            references = meta.get("ReferencedSeriesSequence")
+            stamp = f"{meta.get('SeriesDate', '')}{meta.get('SeriesTime', '')}"
+            self._seg_targets[series] = (str(references[0].SeriesInstanceUID), stamp) if references else None
+            if not references:
+                log.warning("SEG series %s references no series; left out", series)
+        return self._seg_targets[series]
 
     def refresh(self) -> None:
         """Forget the cached listing: the next question goes to the PACS."""
