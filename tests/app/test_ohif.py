@@ -51,7 +51,8 @@ return {names: names, voxels: Array.from(data), dimensions: volume.dimensions, o
 
 
 # A segmentation OHIF made from a DICOM SEG holds one derived image a CT slice (Labelmap.imageIds), each
-# naming the slice it covers (referencedImageId), whose plane cornerstone's metadata gives
+# naming the slice it covers (referencedImageId), whose plane cornerstone's metadata gives (read from the
+# OHIF build MONAI Label serves: segmentationService.createSegmentationForSEGDisplaySet)
 SEG_SEGMENTS_JS = """
 const segmentation = window.services.segmentationService.getSegmentations()
     .find(s => s.segmentationId === arguments[0]);
