@@ -111,7 +111,7 @@ def learning_datasets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def learned(learning_datasets, reference, tmp_path_factory) -> Path:
-    """The run folder of the learning recipe's model (seed 0, two threads; 7-8 minutes on two
+    """The run folder of the learning recipe's model (seed 0, two threads; about seven minutes on two
     cores), trained once for every test that needs a model whose classes fill their own regions."""
     from partial_labels import train_base
 

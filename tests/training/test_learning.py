@@ -1,4 +1,4 @@
-"""Learning on partial labels (7-8 minutes on two CPU cores):
+"""Learning on partial labels (about seven minutes on two CPU cores):
 
 * two phantom datasets that annotate disjoint classes train one small model that segments their
   union on unseen patients;
