@@ -96,8 +96,11 @@ def viewer(learned, tmp_path_factory, random_clip_weights):
 
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         missing_in_ci("Chromium and its driver (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing_in_ci("selenium (scripts/install.sh installs requirements.txt)")
 
     root = tmp_path_factory.mktemp("ohif")
     with running_orthanc(root) as orthanc:
