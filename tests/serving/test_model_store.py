@@ -72,3 +72,15 @@ def test_before_the_first_publication_a_model_placed_by_hand_stays_current(tmp_p
     assert store.recover()
     assert store.current_path.read_bytes() == content and not store.version_path(1).exists()
     assert universal.Catalog.from_yaml(store.catalog_path).names == ["Liver"]
+
+
+def test_a_training_note_becomes_its_failure_or_is_reported_lost(tmp_path):
+    store = ModelStore(tmp_path / "model")
+    store.folder.mkdir()
+    store.write_stats({"version": 3})
+    store.mark_training({"start_ts": 12})
+    store.training_failed("no annotated image")
+    assert store.stats() == {"version": 3, "failed": {"start_ts": 12, "reason": "no annotated image"}}
+    store.write_stats({"version": 3, "running": {"pid": 2**22 + 1, "start_ts": 13}})  # no such process
+    assert any("reported as failed" in line for line in store.recover())
+    assert store.stats()["interrupted"]["status"] == "FAILED" and "running" not in store.stats()

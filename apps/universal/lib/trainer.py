@@ -50,10 +50,7 @@ class UniversalTrainer(TrainTask):
         try:
             result = finetune(self.state.store, source, annotations, settings)
         except BaseException as error:
-            stats = self.state.store.stats()
-            stats.pop("running", None)
-            self.state.store.write_stats({**stats, "failed": {"start_ts": int(started.timestamp()),
-                                                              "reason": str(error) or type(error).__name__}})
+            self.state.store.training_failed(str(error) or type(error).__name__)
             raise
         after = result.decision.after
         stats = {

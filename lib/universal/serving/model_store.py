@@ -268,6 +268,12 @@ class ModelStore:
         whose process is gone."""
         self.write_stats({**self.stats(), "running": {"pid": os.getpid(), **details}})
 
+    def training_failed(self, reason: str) -> None:
+        """Replace this process's note (:meth:`mark_training`) with ``failed``: when it started, and why."""
+        stats = self.stats()
+        running = stats.pop("running", {})
+        self.write_stats({**stats, "failed": {"start_ts": running.get("start_ts"), "reason": reason}})
+
     def _report_lost_training(self) -> str | None:
         stats = self.stats()
         running = stats.pop("running", None)
