@@ -1,7 +1,10 @@
 """Whole-scan inference: pre-processing to model space, sliding windows and their blending, the
-:class:`Segmenter`, post-processing, the report, uncertainty scores, and :func:`segment` for files."""
+:class:`Segmenter`, the stages around it, post-processing, the report, uncertainty scores, and
+:func:`segment` for many files (in one process, or on Ray)."""
 
 from universal.inference.batch import CaseOutcome, segment
-from universal.inference.segmenter import InferenceSettings, Segmentation, Segmenter
+from universal.inference.result import Segmentation
+from universal.inference.segmenter import Segmenter
+from universal.inference.settings import InferenceSettings
 
 __all__ = ["CaseOutcome", "InferenceSettings", "Segmentation", "Segmenter", "segment"]

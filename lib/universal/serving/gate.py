@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from universal.catalog import Catalog
 from universal.errors import UniversalError
-from universal.inference.segmenter import InferenceSettings, Segmenter
+from universal.inference.segmenter import Segmenter
+from universal.inference.settings import InferenceSettings
 from universal.nets.model import UniversalModel
 from universal.training.datasets import Datalist
 from universal.training.metrics import class_dice

@@ -32,7 +32,8 @@ from torch import nn
 from universal.catalog import Catalog
 from universal.devices import resolve_device, training_dtype
 from universal.errors import UniversalError
-from universal.inference.segmenter import InferenceSettings, Segmenter
+from universal.inference.segmenter import Segmenter
+from universal.inference.settings import InferenceSettings
 from universal.io.atomic import atomic_open, atomic_write_text
 from universal.nets.checkpoint import TRAINING_FORMAT, load_model, model_record, read_checkpoint
 from universal.nets.model import InputSpec, UniversalModel
