@@ -64,9 +64,13 @@ def test_add_class_with_embedding_file(small_checkpoint, tmp_path, capsys):
         (["phantom", "ct.mha"], "NIfTI files end in .nii or .nii.gz; got ct.mha"),
         (["phantom", "ct.nii", "--shape", "0", "8", "8"], "shape must be positive in every axis"),
         (["phantom", "out", "--datasets", "--lesions"], "--label and --lesions describe one phantom"),
+        (["segment", "absent.nii.gz", "-o", "out", "--workers", "2"], "--workers sets the network workers of --ray"),
+        (["segment", "empty.txt", "-o", "out", "--model", "CKPT"], "empty.txt: the list names no scans"),
     ],
 )
-def test_errors_are_one_line(small_checkpoint, argv, message, capsys):
+def test_errors_are_one_line(small_checkpoint, argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("# no scans yet\n")
     argv = [str(small_checkpoint) if a == "CKPT" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from universal.cli.options import add_setting, settings_from
 from universal.devices import PRECISIONS
-from universal.inference.segmenter import COMPILE_CHOICES, InferenceSettings
+from universal.errors import UniversalError
+from universal.inference.batch import SUMMARY_NAME
+from universal.inference.on_ray import INSTALL_HINT
+from universal.inference.settings import COMPILE_CHOICES, InferenceSettings
 from universal.nets.registry import DEFAULT_BACKBONE
 
 
@@ -17,11 +20,13 @@ def add_parser(commands) -> None:
     seg = commands.add_parser(
         "segment",
         help="segment CT scans: label map, optional masks and a report per case",
-        description="Segment CT scans (NIfTI, NRRD, or folders holding a DICOM series). Each case gets "
-        "OUTDIR/<case>/segmentation.nii.gz (catalogue ids on the scan's grid), report.json and, with "
-        "--masks, masks/<Class Name>.nii.gz. A case that fails is reported and the others go on.",
+        description="Segment CT scans (NIfTI, NRRD, folders holding a DICOM series, folders of scans, or .txt/.csv "
+        "lists of them). Each case gets OUTDIR/<case>/segmentation.nii.gz (catalogue ids on the scan's grid), "
+        "report.json and, with --masks, masks/<Class Name>.nii.gz; OUTDIR/summary.csv lists every case. A case "
+        "that fails is reported and the others go on.",
     )
-    seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CT file or DICOM folder")
+    seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                     help="CT file, DICOM folder, folder of scans, or a .txt/.csv list of them")
     seg.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
     seg.add_argument("--model", default=DEFAULT_BACKBONE,
                      help="checkpoint file, or a released model: unet or swinunetr (default %(default)s)")
@@ -45,6 +50,11 @@ def add_parser(commands) -> None:
     add_setting(seg, "--threshold", infer, "threshold", "class probability threshold", type=float)
     seg.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                      help="keep the thresholded masks as they are")
+    seg.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="run on Ray: read, network and write in parallel workers, on a Ray instance started here "
+                          "or on the cluster at ADDRESS (needs " + INSTALL_HINT + ")")
+    seg.add_argument("--workers", type=int, metavar="N",
+                     help="with --ray: network workers (default: one per GPU, or one on the CPUs)")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     seg.set_defaults(run=run)
 
@@ -53,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from universal.inference import segment
 
     settings = settings_from(args, InferenceSettings, skip_air=not args.every_window, localize=not args.every_window)
+    if args.ray is not None and Path(args.ray).exists():  # `--ray scan.nii.gz ...`: an input, not an address
+        args.inputs, args.ray = [Path(args.ray), *args.inputs], ""
+    if args.workers is not None and args.ray is None:
+        raise UniversalError("--workers sets the network workers of --ray; add --ray")
 
     def tell(outcome) -> None:
         if outcome.status == "failed":
@@ -63,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
     outcomes = segment(args.inputs, args.output, model=args.model, classes=args.classes, masks=args.masks,
                        resume=args.resume, series=args.series, dicom_seg=args.dicom_seg, settings=settings,
-                       progress=not args.quiet, on_case=tell)
+                       progress=not args.quiet, on_case=tell, engine="local" if args.ray is None else "ray",
+                       address=args.ray or None, workers=args.workers)
     failed = sum(outcome.status == "failed" for outcome in outcomes)
+    if not args.quiet:
+        print(f"summary of every case: {args.output / SUMMARY_NAME}")
     if failed:
         print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)
     return 1 if failed else 0

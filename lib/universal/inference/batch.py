@@ -1,27 +1,47 @@
-"""Files in, files out: :func:`segment` reads each scan, segments it with one loaded model and
-writes its case folder; a case that fails is reported and the others go on."""
+"""Files in, files out: :func:`segment` segments many scans with one model, in this process or on
+Ray (:mod:`universal.inference.on_ray`), and writes a case folder per scan and ``summary.csv``.
+
+A case runs as three steps with one contract between them (:class:`CaseJob`): ``read`` (the file to
+a :class:`~universal.inference.stages.PreparedScan`), the network
+(:meth:`~universal.inference.segmenter.Segmenter.predict`) and ``write`` (finish and save the case
+folder, ``report.json`` last). Both engines run these same steps, so their outputs are the same. A
+case that fails is reported and the others go on.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from universal.catalog import ClassKey
 from universal.errors import UniversalError
-from universal.inference.segmenter import REPORT_NAME, InferenceSettings, Segmenter
+from universal.inference.cases import CaseInput, list_cases
+from universal.inference.result import REPORT_NAME
+from universal.inference.segmenter import Segmenter
+from universal.inference.settings import InferenceSettings
+from universal.inference.stages import IO_STAGES, CasePlan, Prediction, PreparedScan
+from universal.io.atomic import atomic_write_text
 from universal.io.dicom import read_series
-from universal.io.scans import case_name, read_scan, select_ct_series
+from universal.io.scans import read_scan, select_ct_series
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.progress import progress_bar
+
+ENGINES = ("local", "ray")
+SUMMARY_NAME = "summary.csv"
+# Errors that belong to a case (its file, its size, the device's memory): the case fails, the run goes on.
+CASE_ERRORS = (UniversalError, RuntimeError, MemoryError, OSError)
 
 
 @dataclass(frozen=True)
 class CaseOutcome:
     """What happened to one input: ``status`` is ``"done"``, ``"skipped"`` (finished before, with
-    ``resume``) or ``"failed"`` (``error`` says why)."""
+    ``resume``), ``"failed"`` (``error`` says why) or ``"not run"`` (the run stopped first);
+    ``seconds`` of work on it."""
 
     name: str
     source: str
@@ -31,8 +51,44 @@ class CaseOutcome:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class CaseJob:
+    """What every case of a run shares: the stages around the network (``plan``), the class ids to
+    segment, and where and what to write. Holds no weights, so it travels to workers."""
+
+    plan: CasePlan
+    classes: list[int]
+    output: Path
+    masks: bool = False
+    dicom_seg: bool = False
+
+    def read(self, case: CaseInput) -> PreparedScan:
+        """Read ``case`` and bring it to model space."""
+        started = time.perf_counter()
+        scan = replace(read_scan(case.path, series=case.series), name=case.name)
+        read_seconds = time.perf_counter() - started
+        prepared = self.plan.prepare(scan, self.classes)
+        prepared.timings["read"] = round(read_seconds, 3)
+        return prepared
+
+    def write(self, case: CaseInput, prepared: PreparedScan, prediction: Prediction) -> CaseOutcome:
+        """Finish ``case`` and write its folder; the outcome's seconds are the case's stages' sum."""
+        result = self.plan.finish(prepared, prediction)
+        source = read_series(case.path, select_ct_series(case.path, case.series)) if self.dicom_seg else None
+        result.save(self.folder(case), masks=self.masks, dicom_series=source)
+        return CaseOutcome(case.name, str(case.path), "done", self.folder(case),
+                           seconds=round(sum(result.report["timings_s"][stage] for stage in ("total", *IO_STAGES)), 3))
+
+    def failure(self, case: CaseInput, error: Exception | str, seconds: float = 0.0) -> CaseOutcome:
+        message = error if isinstance(error, str) else describe_error(error)
+        return CaseOutcome(case.name, str(case.path), "failed", self.folder(case), message, round(seconds, 3))
+
+    def folder(self, case: CaseInput) -> Path:
+        return self.output / case.name
+
+
 def segment(
-    inputs: str | Path | Sequence[str | Path],
+    inputs: str | Path | CaseInput | Sequence[str | Path | CaseInput],
     output: str | Path,
     *,
     model: str | Path | UniversalModel = DEFAULT_BACKBONE,
@@ -43,59 +99,103 @@ def segment(
     dicom_seg: bool = False,
     settings: InferenceSettings | None = None,
     progress: bool = True,
-    on_case=None,
+    on_case: Callable[[CaseOutcome], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> list[CaseOutcome]:
-    """Segment CT files (NIfTI, NRRD, DICOM series folders) into ``output/<case>/``.
+    """Segment CT scans into ``output/<case>/`` and list every case in ``output/summary.csv``.
 
-    Each case folder receives ``segmentation.nii.gz`` (uint8 label map on the scan's grid),
-    optionally ``masks/<Class Name>.nii.gz``, with ``dicom_seg`` (DICOM series inputs only)
-    ``segmentation.dcm``, a DICOM SEG referencing the series, and ``report.json``. The model (a checkpoint path, a
-    released name, or a loaded model) is loaded once. A case that fails is reported in its outcome
-    and the others go on; with ``resume``, cases whose report exists are skipped. ``on_case`` is
-    called with each :class:`CaseOutcome` as it completes.
+    ``inputs``: NIfTI or NRRD files, DICOM series folders, folders of scans, ``.txt``/``.csv`` lists of
+    them (:func:`universal.inference.cases.list_cases`). Each case folder receives
+    ``segmentation.nii.gz`` (uint8 label map on the scan's grid), with ``masks``
+    ``masks/<Class Name>.nii.gz``, with ``dicom_seg`` (DICOM series inputs only) ``segmentation.dcm``, a
+    DICOM SEG referencing the series, and ``report.json`` last. The model (a checkpoint path, a
+    released name, or a loaded model) is loaded once (per network worker). A case that fails is
+    reported in its outcome and the others go on; with ``resume``, cases whose report exists are
+    skipped. ``on_case`` is called with each :class:`CaseOutcome` as it completes.
+
+    ``engine``: ``"local"`` (this process) or ``"ray"``: reading and pre-processing, the network and
+    post-processing and writing run as Ray tasks and actors (:mod:`universal.inference.on_ray`), on
+    the cluster at ``address`` (default: a Ray instance started here), with ``workers`` network
+    workers (default: one per GPU, or one on the CPUs). Outcomes are returned in input order.
     """
     from universal.nets.checkpoint import load_model
 
-    paths = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
-    if not paths:
-        raise UniversalError("no input scans given")
-    names = [case_name(path) for path in paths]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise UniversalError(f"several inputs share the case name {', '.join(repeated)}; their outputs would "
-                             "overwrite each other, so segment them into different output folders")
-    files = [str(path) for path in paths if not path.is_dir()]
+    if engine not in ENGINES:
+        raise UniversalError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
+    items = [inputs] if isinstance(inputs, str | Path | CaseInput) else list(inputs)
+    cases = list_cases(items, series)
+    files = [str(case.path) for case in cases if not case.path.is_dir()]
     if dicom_seg and files:
         raise UniversalError(f"a DICOM SEG is written for DICOM series (folders) only; not for {', '.join(files[:3])}")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UniversalError(f"output {output} is a file; give a folder")
+    if engine == "ray":
+        from universal.inference.on_ray import import_ray
+
+        import_ray()  # without Ray, say how to install it before the model is loaded
+    settings = settings or InferenceSettings()
     loaded = model if isinstance(model, UniversalModel) else load_model(model)
-    segmenter = Segmenter(loaded, settings, progress=progress)
-    wanted = segmenter.catalog.select(classes)  # unknown names fail before any case is read
-    outcomes = []
-    with progress_bar(len(paths), "cases", "case", progress and len(paths) > 1, leave=True) as cases:
-        for path, name in zip(paths, names, strict=True):
-            started, folder = time.perf_counter(), output / name
-            if resume and (folder / REPORT_NAME).is_file():
-                outcome = CaseOutcome(name, str(path), "skipped", folder)
+    plan = CasePlan.for_model(loaded, settings)
+    job = CaseJob(plan, plan.catalog.select(classes), output, masks, dicom_seg)  # unknown names fail here
+
+    outcomes: dict[str, CaseOutcome] = {}
+    todo = []
+    for case in cases:
+        if resume and (job.folder(case) / REPORT_NAME).is_file():
+            outcomes[case.name] = CaseOutcome(case.name, str(case.path), "skipped", job.folder(case))
+        else:
+            todo.append(case)
+    bar = progress_bar(len(cases), "cases", "case", progress and len(cases) > 1, leave=True, initial=len(outcomes))
+
+    def record(outcome: CaseOutcome) -> None:
+        outcomes[outcome.name] = outcome
+        bar.update(1)
+        if on_case is not None:
+            on_case(outcome)
+
+    try:
+        with bar:
+            for case in cases:
+                if case.name in outcomes and on_case is not None:
+                    on_case(outcomes[case.name])
+            if engine == "ray":
+                from universal.inference.on_ray import run_on_ray
+
+                run_on_ray(job, todo, loaded, settings, record, address=address, workers=workers)
             else:
-                try:
-                    scan = read_scan(path, series=series)
-                    read_seconds = time.perf_counter() - started
-                    result = segmenter(scan, wanted)
-                    result.report["timings_s"]["read"] = round(read_seconds, 3)
-                    source = read_series(path, select_ct_series(path, series)) if dicom_seg else None
-                    result.save(folder, masks=masks, dicom_series=source)
-                    outcome = CaseOutcome(name, str(path), "done", folder, seconds=time.perf_counter() - started)
-                except (UniversalError, RuntimeError, MemoryError, OSError) as error:
-                    outcome = CaseOutcome(name, str(path), "failed", folder, describe_error(error),
-                                          time.perf_counter() - started)
-            outcomes.append(outcome)
-            if on_case is not None:
-                on_case(outcome)
-            cases.update(1)
-    return outcomes
+                run_here(job, todo, Segmenter(loaded, settings, progress=progress), record)
+    finally:
+        ordered = [outcomes.get(case.name) or CaseOutcome(case.name, str(case.path), "not run", job.folder(case))
+                   for case in cases]
+        write_summary(output / SUMMARY_NAME, ordered)
+    return ordered
+
+
+def run_here(job: CaseJob, cases: Sequence[CaseInput], segmenter: Segmenter,
+             record: Callable[[CaseOutcome], None]) -> None:
+    """Segment ``cases`` one after the other in this process."""
+    for case in cases:
+        started = time.perf_counter()
+        try:
+            prepared = job.read(case)
+            outcome = job.write(case, prepared, segmenter.predict(prepared))
+        except CASE_ERRORS as error:
+            outcome = job.failure(case, error, time.perf_counter() - started)
+        record(outcome)
+
+
+def write_summary(path: Path, outcomes: Sequence[CaseOutcome]) -> None:
+    """``summary.csv``: a row per case (case, source, status, seconds, error), written in one step."""
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(["case", "source", "status", "seconds", "error"])
+    for outcome in outcomes:
+        table.writerow([outcome.name, outcome.source, outcome.status, f"{outcome.seconds:.3f}", outcome.error])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text.getvalue())
 
 
 def describe_error(error: Exception) -> str:
