@@ -57,11 +57,20 @@ class Server:
 
     def train(self, params: dict, timeout: float = 240) -> dict:
         """Start ``POST /train/universal`` with ``params`` and wait for it to end; its last status."""
-        started = self.post("/train/universal", json=params)
+        return self.run_task("/train/universal", "/train/", timeout, json=params)
+
+    def batch_infer(self, timeout: float = 240, **kwargs) -> dict:
+        """Start ``POST /batch/infer/universal`` (``kwargs`` as for requests) and wait for it to end;
+        its last status."""
+        return self.run_task("/batch/infer/universal", "/batch/infer", timeout, **kwargs)
+
+    def run_task(self, start: str, status_path: str, timeout: float, **kwargs) -> dict:
+        """POST ``start``, then poll ``status_path`` until MONAI Label reports the task ended."""
+        started = self.post(start, **kwargs)
         assert started.status_code == 200, started.text
         deadline, status = time.monotonic() + timeout, {}
         while time.monotonic() < deadline:
-            status = self.get("/train/").json()
+            status = self.get(status_path).json()
             if status["status"] not in ("SUBMITTED", "RUNNING"):
                 break
             time.sleep(1)

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScoring, UncertaintyStrategy
+from lib.batch import UniversalBatchInfer
 from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
@@ -75,6 +76,9 @@ class UniversalApp(MONAILabelApp):
 
     def init_trainers(self):
         return {MODEL_NAME: UniversalTrainer(self.state)}
+
+    def init_batch_infer(self):
+        return UniversalBatchInfer(self.state)
 
     def init_strategies(self):
         return {

@@ -393,6 +393,29 @@ def test_a_new_name_in_label_info_becomes_a_class(ready, client, workspace):
 # -- training -------------------------------------------------------------------------------------
 
 
+def test_batch_inference_prelabels_every_image_as_universal_segment_does(ready, tmp_path):
+    """The endpoint's default parameters (device cuda, label tag original) on a server without a GPU."""
+    status = ready.batch_infer()
+    assert status.get("status") == "DONE", json.dumps(status, indent=1)[-3000:]
+    weights = ready.get("/info/").json()["universal"]["weights"]  # no other request changes it meanwhile
+    objects = ready.get("/datastore/", params={"output": "all"}).json()["objects"]
+    images = {image_id: next(ready.studies.glob(f"{image_id}.*")) for image_id in objects}
+    expected = universal.segment(list(images.values()), tmp_path, model=weights, progress=False)
+    assert {outcome.name: outcome.status for outcome in expected} == dict.fromkeys(images, "done")
+    for image_id in images:  # saved by the batch's own process: the server sees them within moments
+        saved = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
+        for _ in range(20):
+            if saved.status_code != 404:
+                break
+            time.sleep(0.5)
+            saved = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
+        assert saved.status_code == 200, saved.text
+        path = tmp_path / f"{image_id}-saved.nii.gz"
+        path.write_bytes(saved.content)
+        label, _ = read_label_map(path)
+        assert np.array_equal(label, nib.load(tmp_path / image_id / "segmentation.nii.gz").get_fdata()), image_id
+
+
 def test_save_labels_train_one_epoch_and_the_next_inference_uses_the_new_model(ready, client, workspace):
     for seed in (0, 1):
         answer = save_final_label(ready, workspace, seed, ["Spleen", "Liver", "Stomach", "Gallbladder"])

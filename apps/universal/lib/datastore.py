@@ -17,6 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, LocalDatastore
+from watchdog.events import FileModifiedEvent
 
 from universal.io.atomic import atomic_open, atomic_write_text
 from universal.io.scans import ScanError, ScanTooLargeError, read_scan
@@ -36,6 +37,19 @@ class CheckedDatastore(LocalDatastore):
         self.check_label = check_label
         self.max_voxels = max_voxels
         self._finish_interrupted_saves()
+        if getattr(self, "_handler", None) is not None:  # auto reload watches the folder
+            self._handler.on_moved = self._on_moved_event
+
+    def _on_moved_event(self, event) -> None:
+        """A file moved into place is a file written: this datastore writes the index and labels so, in
+        the server and in the processes it starts (training, batch inference). watchdog reports such a
+        rename as a move (watchdog/events.py: PathMatchingEventHandler.dispatch matches its dest_path),
+        which ``LocalDatastore`` leaves unhandled, so the server would never see another process's saves."""
+        written = FileModifiedEvent(os.fsdecode(event.dest_path))
+        if written.src_path == self._datastore_config_path:
+            self._on_modify_event(written)  # the index: read again, unless this process wrote it
+        else:
+            self._on_any_event(written)  # an image or a label: reconcile the index with the files
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict) -> str:
         if not image_id or "/" in image_id or "\\" in image_id or image_id.startswith(".") or "\0" in image_id:
