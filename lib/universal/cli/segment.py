@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
         "report.json and, with --masks, masks/<Class Name>.nii.gz; OUTDIR/summary.csv lists every case. A case "
         "that fails is reported and the others go on.",
     )
-    seg.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+    seg.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",  # "*": `--ray INPUT` may have taken the only one
                      help="CT file, DICOM folder, folder of scans, or a .txt/.csv list of them")
     seg.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
     seg.add_argument("--model", default=DEFAULT_BACKBONE,
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from universal.inference import segment
 
     settings = settings_from(args, InferenceSettings, skip_air=not args.every_window, localize=not args.every_window)
-    if args.ray is not None and Path(args.ray).exists():  # `--ray scan.nii.gz ...`: an input, not an address
+    if args.ray and Path(args.ray).exists():  # `--ray scan.nii.gz ...`: an input, not an address
         args.inputs, args.ray = [Path(args.ray), *args.inputs], ""
     if args.workers is not None and args.ray is None:
         raise UniversalError("--workers sets the network workers of --ray; add --ray")
