@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import universal
 from universal.io.atomic import atomic_write_text
-from universal.nets.model import HEAD_CHANNELS, HEAD_PARAM_SIZES
+from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAM_SIZES
 from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
 from universal.training.metrics import dice
 
@@ -88,9 +88,8 @@ class ReferenceSegmenter(universal.Segmenter):
 
     def window_logits(self, windows, boxes, channels):
         model = self.model
-        bottleneck, features = model.backbone(windows)
-        features = model.feature_head(features)  # (B, 8, *S)
-        params = model.head_parameters(bottleneck, list(range(model.num_classes)))  # (B, K, 153)
+        image, features = model.trunk(windows)  # (B, 256), (B, 8, *S)
+        params = model.head_parameters(image, list(range(model.num_classes)))  # (B, K, 153)
         batch, classes = params.shape[:2]
         heads = batch * classes
         w1, w2, w3, b1, b2, b3 = (p.reshape(heads, -1) for p in params.split(HEAD_PARAM_SIZES, dim=-1))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from universal import Catalog, UniversalError, UniversalModel
-from universal.nets.model import HEAD_CHANNELS, run_heads
+from universal.nets.heads import HEAD_CHANNELS, run_heads
 
 SMALL_WIDTHS = {"unet": 8, "swinunetr": 12}
 

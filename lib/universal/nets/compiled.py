@@ -1,21 +1,24 @@
-"""Backbones compiled with TorchInductor, for inference.
+"""The trunk and the heads compiled with TorchInductor, for inference.
 
-Compiling fuses the normalisation, ReLU and layout changes around each convolution and, with
-*freezing*, packs the weights once. On a 2-core AVX-512 BF16 CPU one released-size U-Net window
-(96³, bfloat16) then takes 4.1 s instead of 6.1 s; in float32 the gain is small (10.1 s against
-11.0 s). The first window pays for the compilation (10-20 s for the U-Net, over 2 min for Swin
-UNETR, which then gains 1.25×), so :func:`worth_compiling` is what ``compile="auto"`` asks.
+Compiling the trunk (backbone, image feature and head input: :meth:`UniversalModel.trunk`) fuses the
+normalisation, ReLU and layout changes around each convolution and, with *freezing*, packs the
+weights once. On a 2-core AVX-512 BF16 CPU one released-size U-Net window (96³, bfloat16) then took
+4.1 s instead of 6.1 s; in float32 the gain is small (10.1 s against 11.0 s). The first window pays
+for the compilation (10-20 s for the U-Net, over 2 min for Swin UNETR, which then gains 1.25×), so
+:func:`worth_compiling` is what ``compile="auto"`` asks. The heads compile into one fused loop
+(:func:`~universal.nets.heads.pointwise_heads`, :func:`compiled_heads`).
 
-Frozen weights are constants of the compiled code: when a model's weights change (fine-tuning,
-loading a state dict), :func:`compiled_backbone` compiles it again. TorchDynamo keeps compiled code
-per Python code object, so each compilation traces its own copy of the backbone's ``forward`` code:
-dropping it drops only that backbone's stale code, and other compiled functions in the process keep
-theirs. A compilation that fails (no C++ compiler, an unsupported operator) is reported once, and
-the backbone then runs uncompiled.
+Frozen weights are constants of the compiled code: when a model's trunk weights change (fine-tuning,
+loading a state dict), :func:`compiled_trunk` compiles it again. TorchDynamo keeps compiled code per
+Python code object, so each compilation traces its own copy of the trunk's code: dropping it drops
+only that model's stale code, and other compiled functions in the process keep theirs. A
+compilation that fails (no C++ compiler, an unsupported operator) is reported once, and the trunk or
+the heads then run uncompiled.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -26,13 +29,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from universal.nets.heads import pointwise_heads, run_heads
 from universal.nets.model import UniversalModel
 
 COMPILE_MIN_WINDOWS = 16  # released-size windows: at about 2 s saved per window, fewer do not repay 10-20 s
 RELEASED_WINDOW_VOXELS = 96**3
 
 log = logging.getLogger(__name__)
-_cache: weakref.WeakKeyDictionary[nn.Module, CompiledBackbone] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[nn.Module, CompiledTrunk] = weakref.WeakKeyDictionary()
 
 
 def worth_compiling(model: UniversalModel, device: torch.device, dtype: torch.dtype, windows: int) -> bool:
@@ -42,38 +46,47 @@ def worth_compiling(model: UniversalModel, device: torch.device, dtype: torch.dt
     """
     if not model.record.compiles_on_cpu or device.type != "cpu" or dtype != torch.bfloat16:
         return False
-    work = (model.width / model.record.width) ** 2 * math.prod(model.input_spec.window_size) / RELEASED_WINDOW_VOXELS
-    return windows * work >= COMPILE_MIN_WINDOWS
+    return windows * released_windows(model) >= COMPILE_MIN_WINDOWS
 
 
-def weights_fingerprint(module: nn.Module) -> tuple[tuple[int, int], ...]:
+def released_windows(model: UniversalModel) -> float:
+    """One window's work as a share of a released-size U-Net window's."""
+    return (model.width / model.record.width) ** 2 * math.prod(model.input_spec.window_size) / RELEASED_WINDOW_VOXELS
+
+
+def trunk_modules(model: UniversalModel) -> list[nn.Module]:
+    return [model.backbone, model.image_pool, model.feature_head]
+
+
+def weights_fingerprint(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
     """(storage address, version counter) of every parameter and buffer: it changes when any of them
     is replaced or updated in place (optimiser steps, ``load_state_dict``, ``.to()``)."""
-    return tuple((t.data_ptr(), t._version) for t in itertools.chain(module.parameters(), module.buffers()))
+    tensors = itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in modules)
+    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
-class CompiledBackbone:
-    """``backbone(x)`` through compiled code with frozen weights; the uncompiled backbone when
+class CompiledTrunk:
+    """``trunk(x)`` of a model through compiled code with frozen weights; the uncompiled trunk when
     compilation failed."""
 
-    def __init__(self, backbone: nn.Module):
-        self.backbone = backbone
-        self.fingerprint = weights_fingerprint(backbone)
-        self.compiled: Callable | None = torch.compile(own_forward(backbone), dynamic=False, fullgraph=True)
+    def __init__(self, model: UniversalModel):
+        self.model = model
+        self.fingerprint = weights_fingerprint(trunk_modules(model))
+        self.compiled: Callable | None = torch.compile(own_method(model, "trunk"), dynamic=False, fullgraph=True)
         self.proven = False  # one call has gone through the compiled code
 
-    def __call__(self, x: torch.Tensor):
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.compiled is None:
-            return self.backbone(x)
+            return self.model.trunk(x)
         try:
             with torch._inductor.config.patch(freezing=True):
                 out = self.compiled(x)
         except Exception as error:  # any compiler failure: run uncompiled
             if self.proven:
                 raise
-            log.warning("compiling the backbone failed, so it runs uncompiled: %s", str(error).splitlines()[0])
+            log.warning("compiling the trunk failed, so it runs uncompiled: %s", str(error).splitlines()[0])
             self.compiled = None
-            return self.backbone(x)
+            return self.model.trunk(x)
         self.proven = True
         return out
 
@@ -82,20 +95,55 @@ class CompiledBackbone:
         return self.compiled is not None
 
 
-def own_forward(module: nn.Module) -> Callable:
-    """``module.forward`` bound to ``module`` as a function with a code object of its own (one graph:
+def own_method(module: nn.Module, name: str) -> Callable:
+    """``module.<name>`` bound to ``module`` as a function with a code object of its own (one graph:
     the submodules' code is traced into it), so that compiled code for it is kept for this call site
     alone and goes when the function does."""
-    forward = type(module).forward
-    function = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__,
-                                  forward.__defaults__, forward.__closure__)
+    method = getattr(type(module), name)
+    function = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
+                                  method.__defaults__, method.__closure__)
     return types.MethodType(function, module)
 
 
-def compiled_backbone(backbone: nn.Module) -> CompiledBackbone:
-    """The compiled form of ``backbone``, shared by every caller while its weights stay the same; a
-    new one (its code holds the old weights as constants) when they changed."""
-    entry = _cache.get(backbone)
-    if entry is None or entry.fingerprint != weights_fingerprint(backbone):
-        entry = _cache[backbone] = CompiledBackbone(backbone)
+def compiled_trunk(model: UniversalModel) -> CompiledTrunk:
+    """The compiled trunk of ``model``, shared by every caller while its trunk weights stay the same;
+    a new one (its code holds the old weights as constants) when they changed."""
+    entry = _cache.get(model)
+    if entry is None or entry.fingerprint != weights_fingerprint(trunk_modules(model)):
+        entry = _cache[model] = CompiledTrunk(model)
     return entry
+
+
+class CompiledHeads:
+    """:func:`~universal.nets.heads.pointwise_heads` compiled into one fused loop (features and
+    parameters taken in float32; sizes may change between calls without compiling again), and
+    :func:`~universal.nets.heads.run_heads` once compilation has failed."""
+
+    def __init__(self):
+        self.compiled: Callable | None = torch.compile(pointwise_heads, dynamic=True, fullgraph=True)
+        self.proven = False
+
+    def __call__(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        features, params = features.float(), params.float()
+        if self.compiled is None:
+            return run_heads(features, params)
+        try:
+            out = self.compiled(features, params)
+        except Exception as error:
+            if self.proven:
+                raise
+            log.warning("compiling the heads failed, so they run uncompiled: %s", str(error).splitlines()[0])
+            self.compiled = None
+            return run_heads(features, params)
+        self.proven = True
+        return out
+
+    @property
+    def active(self) -> bool:
+        return self.compiled is not None
+
+
+@functools.cache
+def compiled_heads() -> CompiledHeads:
+    """The process's compiled heads (they hold no weights: one serves every model)."""
+    return CompiledHeads()

@@ -1,8 +1,10 @@
 """UniversalModel: a backbone whose per-class output heads are generated from text embeddings.
 
-For each class k and sample b, the controller turns ``[image feature of b, text feature of k]``
-into the 153 parameters of a tiny point-wise head (8 → 8 → 1, ReLU between layers) that runs on the
-shared 8-channel decoder features. Heads of all classes and samples run as batched matrix products.
+A window goes through the *trunk* (the backbone, then its pooled image feature and the shared
+8-channel head input), which does not depend on the classes and is nearly all of the work; then,
+for each class k and sample b, the controller turns ``[image feature of b, text feature of k]`` into
+the 153 parameters of a tiny point-wise head (8 → 8 → 8 → 1, ReLU between layers) that runs on the
+head input (:mod:`universal.nets.heads`).
 """
 
 from __future__ import annotations
@@ -16,22 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from universal.catalog import Catalog, ClassInfo, ClassKey
+from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAMS, init_head_generator, run_heads
 from universal.nets.registry import DEFAULT_BACKBONE, BackboneRecord, backbone_record, build_backbone
 from universal.nets.text import EMBEDDING_DIM
 
 CONDITION_DIM = 256  # image feature and projected text feature, each
-HEAD_CHANNELS = 8
-# Generated values per class, in the controller's output order: the weights of the three point-wise
-# layers (row-major, out × in), then their biases.
-HEAD_PARAM_SIZES = (
-    HEAD_CHANNELS * HEAD_CHANNELS,
-    HEAD_CHANNELS * HEAD_CHANNELS,
-    HEAD_CHANNELS,
-    HEAD_CHANNELS,
-    HEAD_CHANNELS,
-    1,
-)
-HEAD_PARAMS = sum(HEAD_PARAM_SIZES)  # 153
 
 
 @dataclass(frozen=True)
@@ -185,8 +176,13 @@ class UniversalModel(nn.Module):
     def forward(self, x: torch.Tensor, classes: Iterable[ClassKey] | None = None) -> torch.Tensor:
         """(B, 1, D, H, W) → logits (B, K, D, H, W) for all classes or those named."""
         self.check_window(x.shape)
+        return self.heads(*self.trunk(x), self.class_channels(classes))
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a window computes before the classes: (B, 1, D, H, W) → (image feature (B, 256), head
+        input (B, 8, D, H, W))."""
         bottleneck, features = self.backbone(x)
-        return self.heads(bottleneck, features, self.class_channels(classes))
+        return self.image_pool(bottleneck).flatten(1), self.feature_head(features)
 
     def check_window(self, shape: Sequence[int]) -> None:
         """Raise ValueError unless ``shape`` is (B, 1, D, H, W) with sizes this backbone accepts."""
@@ -199,41 +195,26 @@ class UniversalModel(nn.Module):
                 f"got {tuple(shape[2:])}"
             )
 
-    def heads(self, bottleneck: torch.Tensor, features: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
-        """Logits (B, K, D, H, W) of output ``channels`` from the backbone's two outputs."""
-        params = self.head_parameters(bottleneck, channels)
-        return run_heads(self.feature_head(features), params)
+    def heads(self, image: torch.Tensor, head_input: torch.Tensor, channels: Sequence[int],
+              run=run_heads) -> torch.Tensor:
+        """Logits (B, K, D, H, W) of output ``channels`` from the trunk's two outputs; ``run`` applies
+        the generated heads (:func:`~universal.nets.heads.run_heads`, or a compiled form)."""
+        return run(head_input, self.head_parameters(image, channels))
 
-    def head_parameters(self, bottleneck: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
-        """(B, K, 153): generated head parameters for each sample and class.
+    def head_parameters(self, image: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+        """(B, K, 153): generated head parameters for each sample's image feature (B, 256) and class.
 
         The controller sees [image feature, text feature] (512 values); its image half is applied once
         per sample and its text half once per class, each class on its own, so that a class's
         parameters never depend on which other classes are computed (adding a class leaves the
         others bit-identical).
         """
-        image = self.image_pool(bottleneck).flatten(1)  # (B, 256)
         index = torch.as_tensor(channels, dtype=torch.long, device=self.class_embeddings.device)
         text = F.relu(rowwise_linear(self.class_embeddings[index], self.text_to_vision))  # (K, 256)
         weight = self.controller.weight.flatten(1)  # (153, 512)
         from_image = F.linear(image, weight[:, :CONDITION_DIM], self.controller.bias)  # (B, 153)
         from_text = rowwise_linear(text, weight[:, CONDITION_DIM:])  # (K, 153)
         return from_image[:, None] + from_text[None]
-
-
-def init_head_generator(controller: nn.Conv3d, weight_scale: float = 0.1) -> None:
-    """Start every class from one shared random head: He-scaled weights in the controller's bias
-    (standard deviation sqrt(2/8) for the two ReLU layers, sqrt(1/8) for the output layer), zero head
-    biases, and controller weights shrunk by ``weight_scale``. With the default initialisation the
-    generated heads start near zero and learn slowly; released weights replace all of this."""
-    scales = (math.sqrt(2 / HEAD_CHANNELS), math.sqrt(2 / HEAD_CHANNELS), math.sqrt(1 / HEAD_CHANNELS), 0, 0, 0)
-    with torch.no_grad():
-        controller.weight.mul_(weight_scale)
-        for part, scale in zip(controller.bias.split(HEAD_PARAM_SIZES), scales, strict=True):
-            if scale:
-                part.normal_(0.0, scale)
-            else:
-                part.zero_()
 
 
 def init_text_projection(projection: nn.Linear, embeddings: torch.Tensor) -> None:
@@ -262,25 +243,3 @@ def rowwise_linear(x: torch.Tensor, layer: nn.Linear | torch.Tensor) -> torch.Te
 def group_norm(channels: int) -> nn.GroupNorm:
     """16 groups as released; fewer for widths that 16 does not divide (small models for tests)."""
     return nn.GroupNorm(math.gcd(16, channels), channels)
-
-
-def run_heads(features: torch.Tensor, params: torch.Tensor, chunk_voxels: int = 32768) -> torch.Tensor:
-    """Apply generated point-wise heads: features (B, 8, *S), params (B, K, 153) → logits (B, K, *S).
-
-    All B·K heads run as batched 8×8 matrix products over chunks of ``chunk_voxels`` voxels; every
-    head's products have the same shapes whatever B and K are, so a head's output is the same
-    whether it runs alone or with others.
-    """
-    batch, classes = params.shape[:2]
-    spatial = features.shape[2:]
-    heads = batch * classes
-    w1, w2, w3, b1, b2, b3 = (p.reshape(heads, -1) for p in params.split(HEAD_PARAM_SIZES, dim=-1))
-    w1, w2 = w1.view(heads, HEAD_CHANNELS, HEAD_CHANNELS), w2.view(heads, HEAD_CHANNELS, HEAD_CHANNELS)
-    w3, b1, b2, b3 = w3.view(heads, 1, HEAD_CHANNELS), b1[..., None], b2[..., None], b3[..., None]
-    logits = []
-    for chunk in features.flatten(2).split(chunk_voxels, dim=2):  # (B, 8, n)
-        shared = chunk[:, None].expand(batch, classes, *chunk.shape[1:]).reshape(heads, HEAD_CHANNELS, -1)
-        hidden = torch.baddbmm(b1, w1, shared).relu_()
-        hidden = torch.baddbmm(b2, w2, hidden).relu_()
-        logits.append(torch.baddbmm(b3, w3, hidden).view(batch, classes, -1))
-    return torch.cat(logits, dim=-1).view(batch, classes, *spatial)
