@@ -10,23 +10,27 @@ import torch
 from universal.errors import UniversalError
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INT8 = "int8"  # inference only: an int8 trunk on OpenVINO (universal.nets.openvino), the rest in float32
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` if it is ``"auto"`` or one of :data:`PRECISIONS`, else a :class:`UniversalError`."""
-    if precision not in ("auto", *PRECISIONS):
-        raise UniversalError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+def check_precision(precision: str, *, inference: bool = False) -> str:
+    """``precision`` if it is ``"auto"`` or one of :data:`PRECISIONS` (or ``"int8"`` for
+    ``inference``), else a :class:`UniversalError`."""
+    allowed = ("auto", *PRECISIONS, *((INT8,) if inference else ()))
+    if precision not in allowed:
+        raise UniversalError(f"precision must be {', '.join(allowed)}; got {precision!r}")
     return precision
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``"auto"``: float16 on CUDA; bfloat16 on CPUs with native bfloat16 arithmetic, float32 on other
-    CPUs. Otherwise the named precision."""
+    """The dtype torch computes in: ``"auto"``: float16 on CUDA; bfloat16 on CPUs with native bfloat16
+    arithmetic, float32 on other CPUs; ``"int8"``: float32 (around an int8 trunk). Otherwise the named
+    precision."""
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
         return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
-    return PRECISIONS[precision]
+    return torch.float32 if precision == INT8 else PRECISIONS[precision]
 
 
 def training_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -45,6 +49,11 @@ def cpu_has_native_bfloat16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon 4th generation and later)."""
+    return getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+
+
 def cpu_description() -> str:
     """The CPU's model name and its bfloat16 units, e.g. ``"AMD EPYC (AVX-512 BF16, no AMX), 2 threads"``."""
     name = platform.processor() or platform.machine()
@@ -54,8 +63,7 @@ def cpu_description() -> str:
     except OSError:
         pass
     avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    units = f"{'AVX-512 BF16' if avx512 else 'no AVX-512 BF16'}, {'AMX' if amx else 'no AMX'}"
+    units = f"{'AVX-512 BF16' if avx512 else 'no AVX-512 BF16'}, {'AMX' if cpu_has_amx() else 'no AMX'}"
     return f"{name} ({units}), {torch.get_num_threads()} threads"
 
 

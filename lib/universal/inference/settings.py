@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from universal.devices import check_precision, inference_dtype, resolve_device
+from universal.devices import INT8, check_precision, inference_dtype, resolve_device
 from universal.errors import UniversalError
 
 COMPILE_CHOICES = ("auto", "on", "off")
+RUNTIMES = ("auto", "torch", "openvino")
 LOCALIZE_MAX_CLASSES = 8  # above this, the classes' region is most of the body and the coarse grid saves nothing
 
 
@@ -20,11 +21,15 @@ class InferenceSettings:
     ``overlap``: fraction of a window shared with its neighbour (0 ≤ overlap < 1). ``batch_size``:
     windows per network call. ``device``: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``,
     ``"cuda"`` or ``"cuda:N"``. ``precision``: ``"auto"`` (float16 on CUDA; bfloat16 on CPUs with
-    native bfloat16 arithmetic, float32 on other CPUs), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    native bfloat16 arithmetic, float32 on other CPUs), ``"float32"``, ``"bfloat16"``, ``"float16"``, or
+    ``"int8"`` (an int8 trunk on OpenVINO, quantized on phantom windows: faster, a less exact answer).
     ``threshold``: probability above which a voxel belongs to a class. ``postprocess``: apply
     :mod:`universal.inference.postprocess`. ``compile``: run the backbone through TorchInductor
     (:mod:`universal.nets.compiled`): ``"auto"`` (a U-Net in bfloat16 on the CPU, for scans of at least
-    ``COMPILE_MIN_WINDOWS`` released-size windows' work), ``"on"`` or ``"off"``.
+    ``COMPILE_MIN_WINDOWS`` released-size windows' work), ``"on"`` or ``"off"``; the heads compile with
+    the trunk. ``runtime``: what runs the trunk: ``"torch"``, ``"openvino"`` (:mod:`universal.nets.openvino`)
+    or ``"auto"``: OpenVINO for int8, and for a bfloat16 U-Net on a CPU with AMX when OpenVINO is
+    installed, for as much work as compiling needs; torch otherwise.
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
@@ -44,17 +49,22 @@ class InferenceSettings:
     localize: bool = True
     localize_margin: int = 24
     compile: str = "auto"
+    runtime: str = "auto"
 
     def __post_init__(self):
         if not 0.0 <= self.overlap < 1.0:
             raise UniversalError(f"overlap must be at least 0 and below 1, got {self.overlap}")
         if self.batch_size < 1:
             raise UniversalError(f"batch size must be at least 1 window, got {self.batch_size}")
-        check_precision(self.precision)
+        check_precision(self.precision, inference=True)
         if not 0.0 < self.threshold < 1.0:
             raise UniversalError(f"threshold must lie between 0 and 1, got {self.threshold}")
         if self.compile not in COMPILE_CHOICES:
             raise UniversalError(f"compile must be {', '.join(COMPILE_CHOICES)}; got {self.compile!r}")
+        if self.runtime not in RUNTIMES:
+            raise UniversalError(f"runtime must be {', '.join(RUNTIMES)}; got {self.runtime!r}")
+        if self.precision == INT8 and self.runtime == "torch":
+            raise UniversalError("int8 runs on OpenVINO: leave runtime at auto or choose openvino")
         if self.localize_margin < 0:
             raise UniversalError(f"localize margin must not be negative, got {self.localize_margin} voxels")
 

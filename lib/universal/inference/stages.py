@@ -65,7 +65,8 @@ class PreparedScan:
 class Prediction:
     """The network's answer for a :class:`PreparedScan`: ``masks``, bool (K, X, Y, Z) in model space,
     one per computed class; how it ran (``windows`` of the full grid, ``device``, ``precision``,
-    ``compiled``) and its ``seconds``."""
+    ``compiled``, ``runtime``: ``"torch"`` or ``"openvino"``; for an int8 trunk its measured
+    ``agreement`` with float32) and its ``seconds``."""
 
     masks: np.ndarray
     windows: int
@@ -73,6 +74,8 @@ class Prediction:
     precision: str
     compiled: bool
     seconds: float
+    runtime: str = "torch"
+    agreement: dict | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "masks": (self.masks.shape, np.packbits(self.masks, axis=None))}
@@ -144,7 +147,8 @@ class CasePlan:
             "input": prepared.input,
             "model": self.model,
             "settings": {**self.settings.__dict__, "device": prediction.device, "precision": prediction.precision,
-                         "compiled": prediction.compiled,
+                         "compiled": prediction.compiled, "runtime": prediction.runtime,
+                         **({"int8_agreement": prediction.agreement} if prediction.agreement else {}),
                          "classes": [self.catalog[i].name for i in prepared.wanted], "windows": prediction.windows,
                          "model_space_shape": list(prepared.image.shape[1:])},
             "classes": classes_report,

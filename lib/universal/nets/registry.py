@@ -21,7 +21,9 @@ class BackboneRecord:
     (``size_divisor``, ``min_size``); how its weights are recognised in a state dict in this
     library's naming (``marker``: a key prefix only it has; ``width_key``: the key whose first size is
     the width; ``legacy_prefixes``: released keys that lack ``backbone.``); its released file on the
-    hub and the variable naming a local copy; whether ``compile="auto"`` compiles it on the CPU."""
+    hub and the variable naming a local copy; whether ``compile="auto"`` compiles it on the CPU, and
+    whether ``runtime="auto"`` runs it on OpenVINO on a CPU with AMX; whether it is fully convolutional
+    (a graph traced at one window size holds at any other)."""
 
     name: str
     title: str
@@ -34,6 +36,8 @@ class BackboneRecord:
     weights_env: str
     legacy_prefixes: tuple[str, ...] = ()
     compiles_on_cpu: bool = False
+    openvino_on_amx: bool = False
+    fully_convolutional: bool = False
 
 
 BACKBONES = {
@@ -44,6 +48,8 @@ BACKBONES = {
             marker="backbone.down_tr64.", width_key="backbone.down_tr64.ops.0.conv1.weight",
             released_file="clip_driven_universal_unet.pth", weights_env="UNIVERSAL_UNET_WEIGHTS",
             compiles_on_cpu=True,  # 1.5× per bfloat16 window; Swin UNETR takes minutes to compile for 1.25×
+            openvino_on_amx=True,  # a bfloat16 window in 0.65× the compiled trunk's time (bench/RESULTS.md)
+            fully_convolutional=True,
         ),
         BackboneRecord(
             name="swinunetr", title="Swin UNETR", width=48, size_divisor=32, min_size=64,

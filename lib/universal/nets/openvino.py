@@ -1,0 +1,204 @@
+"""The trunk on OpenVINO, an optional runtime (``pip install 'universal-model[openvino]'``).
+
+On a CPU with AMX, OpenVINO runs the released U-Net's trunk in bfloat16 faster than compiled torch
+(bench/RESULTS.md), so ``runtime="auto"`` takes it there for enough work. ``precision="int8"``
+runs an int8 trunk, quantized by NNCF's post-training quantization on phantom windows: faster, with
+an answer that changes more, so it is opt-in and its measured agreement with float32 is kept with
+it and reported.
+
+Converted models are cached under ``<cache>/openvino/<key>/`` (``model.xml``, ``model.bin``,
+``info.json``). The key names the trunk's weights (a SHA-256 of its tensors), the window, the
+precision and the OpenVINO version, so fine-tuned weights get a conversion of their own; a folder
+appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from universal.devices import cpu_has_native_bfloat16
+from universal.errors import UniversalError
+from universal.io.download import cache_dir
+from universal.nets.compiled import trunk_modules, weights_fingerprint
+from universal.nets.heads import run_heads
+from universal.nets.model import UniversalModel
+
+INSTALL_HINT = "pip install 'universal-model[openvino]'"
+PRECISIONS = ("bfloat16", "float32", "int8")
+CALIBRATION_WINDOWS, CHECK_WINDOWS = 8, 4  # phantom windows that calibrate an int8 trunk, and that measure it
+
+log = logging.getLogger(__name__)
+_loaded: weakref.WeakKeyDictionary[nn.Module, dict[str, OpenVinoTrunk]] = weakref.WeakKeyDictionary()
+
+
+def import_openvino():
+    """The ``openvino`` module, or a :class:`UniversalError` that says how to install it."""
+    try:
+        import openvino
+    except ImportError as error:
+        raise UniversalError(f"the OpenVINO runtime is not installed: {INSTALL_HINT}") from error
+    return openvino
+
+
+def openvino_available() -> bool:
+    try:
+        import_openvino()
+    except UniversalError:
+        return False
+    return True
+
+
+class TrunkModule(nn.Module):
+    """A model's trunk as a module of its own, for conversion: (B, 1, *roi) → (image, head input)."""
+
+    def __init__(self, model: UniversalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.trunk(x)
+
+
+class OpenVinoTrunk:
+    """``trunk(x)`` of a model on OpenVINO's CPU plugin: windows (B, 1, *roi), float32 → (image feature
+    (B, 256), head input (B, 8, *roi)), float32 tensors. ``agreement``: for an int8 trunk, how its
+    masks agree with float32 on phantom windows (``lowest_dice``, ``flipped_percent``)."""
+
+    active = True
+
+    def __init__(self, model: UniversalModel, precision: str,
+                 calibration: Callable[[int, int], list[np.ndarray]] | None = None):
+        if precision not in PRECISIONS:
+            raise UniversalError(f"OpenVINO precision must be {', '.join(PRECISIONS)}, got {precision!r}")
+        ov = import_openvino()
+        self.precision = precision
+        self.fingerprint = weights_fingerprint(trunk_modules(model))
+        folder = cache_dir() / "openvino" / conversion_key(model, precision, ov.get_version())
+        if not (folder / "info.json").is_file():
+            build(model, precision, folder, calibration)
+        info = json.loads((folder / "info.json").read_text())
+        self.agreement = info.get("agreement")
+        # The CPU plugin computes in bfloat16 wherever the CPU does so natively, unless float32 is asked
+        # for, and refuses bf16 on a CPU without it (openvinotoolkit/openvino docs/articles_en/
+        # openvino-workflow/running-inference/inference-devices-and-modes/cpu-device.rst, "Floating
+        # Point Data Types Specifics"): float32 is asked for explicitly, an int8 model's other layers
+        # follow the CPU.
+        inner = "bf16" if precision == "bfloat16" or (precision == "int8" and cpu_has_native_bfloat16()) else "f32"
+        config = {"INFERENCE_PRECISION_HINT": inner, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, inputs = [], []
+        for window in x.detach().float().cpu().numpy():  # the converted model takes one window
+            answer = self.compiled(window[None])  # copies its outputs (share_outputs=False)
+            images.append(torch.from_numpy(answer[0]))
+            inputs.append(torch.from_numpy(answer[1]))
+        return torch.cat(images).to(x.device), torch.cat(inputs).to(x.device)
+
+
+def openvino_trunk(model: UniversalModel, precision: str,
+                   calibration: Callable[[int, int], list[np.ndarray]] | None = None) -> OpenVinoTrunk:
+    """The OpenVINO trunk of ``model`` in ``precision``, loaded once per process while the trunk's
+    weights stay the same (converted, or read from the cache, when they change)."""
+    entries = _loaded.setdefault(model, {})
+    entry = entries.get(precision)
+    if entry is None or entry.fingerprint != weights_fingerprint(trunk_modules(model)):
+        entry = entries[precision] = OpenVinoTrunk(model, precision, calibration)
+    return entry
+
+
+def conversion_key(model: UniversalModel, precision: str, version: str) -> str:
+    """Names a conversion: the trunk's tensors, the window, the precision, the OpenVINO version."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(TrunkModule(model).state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(f"{model.backbone_name}:{model.input_spec.window_size}:{precision}:{version}".encode())
+    return digest.hexdigest()[:32]
+
+
+def build(model: UniversalModel, precision: str, folder: Path,
+          calibration: Callable[[int, int], list[np.ndarray]] | None) -> None:
+    """Convert the trunk (and for int8 quantize it and measure it) into ``folder``, in one step."""
+    ov = import_openvino()
+    log.info("converting the %s trunk to OpenVINO (%s), once for these weights", model.title, precision)
+    trunk = TrunkModule(model)
+    window = list(model.input_spec.window_size)
+    # Tracing runs the trunk once: a fully convolutional one is traced at its smallest window and
+    # then given the model's (the released U-Net converts in 2.5 s instead of 47 s, the same graph).
+    traced = [model.record.min_size] * 3 if model.record.fully_convolutional else window
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing warns about the normalisations' checks of their input's size, which hold at any size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation, which OpenVINO calls
+        converted = ov.convert_model(trunk, example_input=torch.zeros(1, 1, *traced))
+    converted.reshape({0: [1, 1, *window]})
+    info: dict = {"backbone": model.backbone_name, "precision": precision, "openvino": ov.get_version()}
+    if precision == "int8":
+        if calibration is None:
+            raise UniversalError("an int8 trunk needs calibration windows")
+        converted, info["agreement"] = quantize(ov, converted, model, calibration)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        # Weights stay float32 in the file: save_model compresses them to FP16 unless told not to
+        # (openvinotoolkit/openvino src/core/include/openvino/core/graph_util.hpp, save_model).
+        ov.save_model(converted, str(staging / "model.xml"), compress_to_fp16=False)
+        (staging / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        with contextlib.suppress(OSError):  # another process may have finished the same conversion
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def quantize(ov, converted, model: UniversalModel, calibration: Callable[[int, int], list[np.ndarray]]):
+    """``converted`` quantized to int8 by NNCF on phantom windows (``calibration(count, seed)``), and
+    its agreement with the float32 model on other phantom windows."""
+    try:
+        import nncf
+    except ImportError as error:
+        raise UniversalError(f"int8 needs NNCF, which is not installed: {INSTALL_HINT}") from error
+    windows = calibration(CALIBRATION_WINDOWS, 0)
+    quantized = nncf.quantize(converted, nncf.Dataset(windows), subset_size=len(windows))
+    compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    return quantized, measure_agreement(model, lambda w: [torch.from_numpy(a) for a in compiled(w).values()],
+                                        calibration(CHECK_WINDOWS, 1))
+
+
+def measure_agreement(model: UniversalModel, trunk: Callable, windows: Sequence[np.ndarray]) -> dict:
+    """Masks (logit > 0) of every class through ``trunk`` against the float32 model on ``windows``:
+    the lowest per-class Dice over the classes either finds, and the share of voxel decisions that
+    differ."""
+    overlap = found = 0
+    flipped = total = 0
+    channels = list(range(model.num_classes))
+    with torch.inference_mode():
+        for window in windows:
+            x = torch.from_numpy(window)
+            expected = model(x) > 0
+            image, head_input = trunk(window)
+            ours = model.heads(image, head_input, channels, run=run_heads) > 0
+            voxels = tuple(range(2, expected.ndim))
+            overlap = overlap + (expected & ours).sum(dim=(0, *voxels)).double()
+            found = found + expected.sum(dim=(0, *voxels)).double() + ours.sum(dim=(0, *voxels)).double()
+            flipped += int((expected != ours).sum())
+            total += expected.numel()
+    present = found > 0
+    dice = (2 * overlap[present] / found[present]) if bool(present.any()) else torch.ones(1)
+    return {"lowest_dice": round(float(dice.min()), 4), "flipped_percent": round(100 * flipped / total, 4),
+            "windows": len(windows)}

@@ -1,0 +1,116 @@
+"""The trunk on OpenVINO: the same values as torch, converted once per weights and cached on disk,
+rebuilt when the weights change; int8 opt-in with its measured agreement; and the runtime that
+``auto`` picks on each kind of CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from conftest import missing_in_ci
+from tiny import PHANTOM, tiny_model
+
+import universal
+from universal import InferenceSettings, Segmenter
+from universal.errors import UniversalError
+from universal.inference import segmenter as segmenter_module
+from universal.io.download import cache_dir
+from universal.nets import openvino as openvino_module
+from universal.nets.openvino import openvino_trunk
+from universal.synth import make_phantom
+
+
+@pytest.fixture(autouse=True)
+def openvino_installed(monkeypatch):
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        missing_in_ci("OpenVINO and NNCF (pip install 'universal-model[openvino]')")
+    monkeypatch.setattr(openvino_module, "_loaded", weakref.WeakKeyDictionary())  # each test: a new process
+
+
+@pytest.fixture(scope="module")
+def scan():
+    phantom = make_phantom(3, **PHANTOM)
+    return universal.Scan(phantom.image.astype(np.float32), phantom.affine, "phantom")
+
+
+def conversions() -> list:
+    return sorted((cache_dir() / "openvino").glob("*/info.json"))
+
+
+def test_a_float32_openvino_trunk_equals_torch_and_is_converted_once_per_weights():
+    model = tiny_model().eval()
+    window = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    trunk = openvino_trunk(model, "float32")
+    with torch.inference_mode():
+        for ours, eager in zip(trunk(window), model.trunk(window), strict=True):
+            torch.testing.assert_close(ours, eager, rtol=1e-3, atol=1e-3)
+    assert len(conversions()) == 1 and openvino_trunk(model, "float32") is trunk
+    again = openvino_trunk(tiny_model().eval(), "float32")  # the same weights in another model: from the cache
+    assert again is not trunk and len(conversions()) == 1
+    with torch.no_grad():
+        model.backbone.down_tr64.ops[0].conv1.weight.mul_(1.1)  # fine-tuned in place
+    changed = openvino_trunk(model, "float32")
+    assert changed is not trunk and len(conversions()) == 2
+    with torch.inference_mode():
+        torch.testing.assert_close(changed(window)[1], model.trunk(window)[1], rtol=1e-3, atol=1e-3)
+
+
+def test_openvino_segments_as_torch_does(scan):
+    model = tiny_model()
+    on_torch = Segmenter(model, InferenceSettings(precision="float32", runtime="torch"), progress=False)(scan)
+    on_openvino = Segmenter(model, InferenceSettings(precision="float32", runtime="openvino"), progress=False)(scan)
+    assert on_openvino.report["settings"]["runtime"] == "openvino"
+    assert on_torch.report["settings"]["runtime"] == "torch"
+    assert np.array_equal(on_openvino.label_map, on_torch.label_map)
+
+
+def test_int8_is_calibrated_once_and_reports_its_agreement(scan, monkeypatch):
+    model = tiny_model()
+    result = Segmenter(model, InferenceSettings(precision="int8"), progress=False)(scan)
+    settings = result.report["settings"]
+    assert settings["precision"] == "int8" and settings["runtime"] == "openvino"
+    agreement = settings["int8_agreement"]
+    assert 0 <= agreement["lowest_dice"] <= 1 and 0 <= agreement["flipped_percent"] <= 100
+    (info,) = conversions()
+    assert json.loads(info.read_text())["agreement"] == agreement
+
+    import nncf
+
+    def no_second_calibration(*args, **kwargs):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(nncf, "quantize", no_second_calibration)
+    monkeypatch.setattr(openvino_module, "_loaded", weakref.WeakKeyDictionary())  # a new process: the disk cache
+    again = Segmenter(tiny_model(), InferenceSettings(precision="int8"), progress=False)(scan)
+    assert again.report["settings"]["int8_agreement"] == agreement
+    assert np.array_equal(again.label_map, result.label_map)
+
+
+def test_auto_takes_openvino_for_a_bfloat16_unet_on_amx_with_enough_work(monkeypatch):
+    released, small = universal.UniversalModel("unet"), tiny_model()
+    monkeypatch.setattr(segmenter_module, "cpu_has_amx", lambda: True)
+    on_cpu, in_float32 = (InferenceSettings(device="cpu", precision=p) for p in ("bfloat16", "float32"))
+    assert Segmenter(released, on_cpu, progress=False)._on_openvino(16)
+    assert not Segmenter(released, on_cpu, progress=False)._on_openvino(15)  # too little work for a conversion
+    assert not Segmenter(small, on_cpu, progress=False)._on_openvino(16)
+    assert not Segmenter(released, in_float32, progress=False)._on_openvino(99)
+    assert not Segmenter(universal.UniversalModel("swinunetr"), on_cpu, progress=False)._on_openvino(99)
+    assert Segmenter(small, InferenceSettings(device="cpu", precision="int8"), progress=False)._on_openvino(1)
+    monkeypatch.setattr(segmenter_module, "cpu_has_amx", lambda: False)  # AVX-512 BF16 alone: compiled torch
+    assert not Segmenter(released, on_cpu, progress=False)._on_openvino(99)
+
+
+def test_without_openvino_asking_for_it_says_how_to_install_it(scan, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(UniversalError, match=r"pip install 'universal-model\[openvino\]'"):
+        Segmenter(tiny_model(), InferenceSettings(runtime="openvino"), progress=False)(scan)
+    assert not segmenter_module.openvino_available()
+    with pytest.raises(UniversalError, match="int8 runs on OpenVINO"):
+        InferenceSettings(precision="int8", runtime="torch")
