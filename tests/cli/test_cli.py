@@ -123,7 +123,7 @@ def test_defaults_come_from_the_library():
     assert inspect.signature(train).parameters["backbone"].default == DEFAULT_BACKBONE
     assert universal.UniversalModel().backbone_name == DEFAULT_BACKBONE
     infer, settings = InferenceSettings(), TrainSettings()
-    for field in ("overlap", "batch_size", "device", "precision", "compile", "threshold", "postprocess"):
+    for field in ("overlap", "batch_size", "device", "precision", "compile", "runtime", "threshold", "postprocess"):
         assert getattr(segment, field) == getattr(infer, field), field
     for field in ("steps", "batch_size", "accumulate", "learning_rate", "warmup_steps", "precision", "device", "seed",
                   "checkpoint_every", "validate_every", "max_grad_norm", "freeze_base", "distill"):

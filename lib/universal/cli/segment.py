@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from universal.cli.options import add_setting, settings_from
-from universal.devices import PRECISIONS
+from universal.devices import INT8, PRECISIONS
 from universal.errors import UniversalError
 from universal.inference.batch import SUMMARY_NAME
+from universal.inference.result import REPORT_NAME
 from universal.inference.on_ray import INSTALL_HINT
-from universal.inference.settings import COMPILE_CHOICES, InferenceSettings
+from universal.inference.settings import COMPILE_CHOICES, RUNTIMES, InferenceSettings
 from universal.nets.registry import DEFAULT_BACKBONE
 
 
@@ -40,11 +42,15 @@ def add_parser(commands) -> None:
     add_setting(seg, "--batch-size", infer, "batch_size", "windows per network call", type=int)
     add_setting(seg, "--device", infer, "device", "auto (CUDA if present), cpu, cuda or cuda:N")
     add_setting(seg, "--precision", infer, "precision",
-                "auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32",
-                choices=("auto", *PRECISIONS))
+                "auto: float16 on CUDA; bfloat16 on CPUs with native bfloat16, else float32; int8: an int8 trunk on "
+                "OpenVINO, faster with a less exact answer (its agreement with float32 is reported)",
+                choices=("auto", *PRECISIONS, INT8))
     add_setting(seg, "--compile", infer, "compile",
-                "compile the backbone; auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more",
+                "compile the trunk and heads; auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more",
                 choices=COMPILE_CHOICES)
+    add_setting(seg, "--runtime", infer, "runtime",
+                "what runs the trunk; auto: OpenVINO for int8 and for a bfloat16 U-Net on CPUs with AMX, else torch",
+                choices=RUNTIMES)
     seg.add_argument("--every-window", action="store_true",
                      help="run every window: do not skip windows of air nor localise a few classes first")
     add_setting(seg, "--threshold", infer, "threshold", "class probability threshold", type=float)
@@ -82,6 +88,20 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if not args.quiet:
         print(f"summary of every case: {args.output / SUMMARY_NAME}")
+    if settings.precision == INT8:
+        print_agreement(outcomes)
     if failed:
         print(f"universal segment: {failed} of {len(outcomes)} cases failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def print_agreement(outcomes) -> None:
+    """The int8 trunk's measured agreement with float32, from a finished case's report."""
+    for outcome in outcomes:
+        report = outcome.folder / REPORT_NAME
+        if outcome.status == "done" and report.is_file():
+            agreement = json.loads(report.read_text())["settings"].get("int8_agreement")
+            if agreement:
+                print(f"int8 trunk against float32 on {agreement['windows']} phantom windows: lowest per-class Dice "
+                      f"{agreement['lowest_dice']:.4f}, {agreement['flipped_percent']:.3f} % of voxel decisions differ")
+            return
