@@ -11,8 +11,8 @@ from universal.cli.options import add_setting, settings_from
 from universal.devices import INT8, PRECISIONS
 from universal.errors import UniversalError
 from universal.inference.batch import SUMMARY_NAME
-from universal.inference.result import REPORT_NAME
 from universal.inference.on_ray import INSTALL_HINT
+from universal.inference.result import REPORT_NAME
 from universal.inference.settings import COMPILE_CHOICES, RUNTIMES, InferenceSettings
 from universal.nets.registry import DEFAULT_BACKBONE
 
