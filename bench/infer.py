@@ -4,7 +4,8 @@ GFLOP/s against this machine's measured matrix-multiply peak, and peak memory (R
     python bench/infer.py                                  # 512×512×200 at 0.8×0.8×2.5 mm, U-Net
     python bench/infer.py --backbone swinunetr --device cuda --batch-size 4
     python bench/infer.py --shape 256 256 100 --spacing 1.6 1.6 5 --width 8   # a quick look
-    python bench/infer.py --compare [--classes liver] [--model CHECKPOINT]
+    python bench/infer.py --compare [--classes liver] [--model CHECKPOINT] [--precision int8] [--runtime R]
+    python bench/infer.py --profile                        # one window, stage by stage (bench/window_profile.py)
 
 Weights are random unless ``--model`` names a checkpoint; the figures of one path do not depend on
 them, but those of ``--compare`` do: localising a class subset runs only where the model finds it,
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from window_profile import profile_window
 
 import universal
 from universal.io.atomic import atomic_write_text
@@ -186,14 +188,19 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="reference path against the default path")
     parser.add_argument("--classes", nargs="+", help="with --compare: also time the default path on these classes")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "openvino"))
+    parser.add_argument("--profile", action="store_true", help="where one window's time goes, stage by stage")
     args = parser.parse_args()
 
     settings = universal.InferenceSettings(overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                                           precision=args.precision)
+                                           precision=args.precision, runtime=args.runtime)
     device = settings.torch_device()
     torch.manual_seed(0)
     model = (universal.load_model(args.model) if args.model else
              universal.UniversalModel(args.backbone, width=args.width, class_embeddings=torch.randn(32, 512)))
+    if args.profile:
+        profile_window(model, settings)
+        return
     started = time.perf_counter()
     phantom = make_phantom(args.seed, shape=args.shape, spacing=args.spacing, lesions=True)
     scan = universal.Scan(phantom.image.astype(np.float32), phantom.affine, "phantom")

@@ -16,7 +16,7 @@ def class_statistics(mask: np.ndarray, affine: np.ndarray) -> dict:
     """``{"voxels", "volume_ml", "components"}`` of one class (26-connected components)."""
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     voxels = int(np.count_nonzero(mask))
-    components = len(component_sizes(mask)) if voxels else 0
+    components = component_count(mask) if voxels else 0
     return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 3), "components": components}
 
 
@@ -44,13 +44,25 @@ def lesion_findings(mask: np.ndarray, affine: np.ndarray) -> dict:
 def longest_diameter(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray | None = None) -> float:
     """The longest distance (mm) between two voxel centres of ``mask``; ``offset`` places ``mask``'s
     voxel (0, 0, 0) in the grid of ``affine``."""
-    index = np.argwhere(mask).astype(np.float64)
+    index = line_ends(mask).astype(np.float64)
     if offset is not None:
         index += offset
     points = index @ affine[:3, :3].T + affine[:3, 3]
     if len(points) > 4:
         points = points[hull_vertices(points)]
     return float(pdist(points).max()) if len(points) > 1 else 0.0
+
+
+def line_ends(mask: np.ndarray) -> np.ndarray:
+    """Indices (N, 3) of the first and last voxel of ``mask`` on each line along the first axis: the
+    only voxels that can be corners of its convex hull (any other lies between two of them), so the
+    longest distance is found among them at a fraction of the cost for a large mask."""
+    present = mask.any(axis=0)
+    first = mask.argmax(axis=0)
+    last = mask.shape[0] - 1 - mask[::-1].argmax(axis=0)
+    y, z = np.nonzero(present)
+    ends = np.concatenate([np.stack([first[y, z], y, z], axis=1), np.stack([last[y, z], y, z], axis=1)])
+    return np.unique(ends, axis=0)
 
 
 def hull_vertices(points: np.ndarray) -> np.ndarray:
@@ -61,13 +73,12 @@ def hull_vertices(points: np.ndarray) -> np.ndarray:
         return ConvexHull(points, qhull_options="QJ").vertices
 
 
-def component_sizes(mask: np.ndarray) -> np.ndarray:
-    """Voxel counts of the 26-connected components of ``mask``."""
+def component_count(mask: np.ndarray) -> int:
+    """The number of 26-connected components of ``mask``."""
     box = bounding_box(mask)
     if box is None:
-        return np.zeros(0, dtype=np.int64)
-    labels = cc3d.connected_components(mask[box], connectivity=26)
-    return np.bincount(labels.ravel())[1:]
+        return 0
+    return int(cc3d.connected_components(mask[box], connectivity=26, return_N=True)[1])
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:

@@ -5,7 +5,8 @@ the middle one, :meth:`Segmenter.predict`, is the network's:
 
 slide windows over the model-space image (:mod:`universal.inference.windows`: overlap 0.5, Gaussian
 weights as MONAI's ``sliding_window_inference``), blending logits slab by slab along the last axis:
-a slab is turned into masks (sigmoid after blending, threshold 0.5) as soon as no later window
+a slab is turned into masks (sigmoid after blending, threshold 0.5: the blended logit above the
+threshold's logit, which decides the same without a sigmoid per voxel) as soon as no later window
 reaches it, so memory holds one band of logits, not all classes over the whole scan.
 """
 
@@ -89,8 +90,9 @@ class Segmenter:
     def predict_masks(self, image: torch.Tensor, channels: Sequence[int], name: str = "") -> np.ndarray:
         """Thresholded masks, bool (K, X, Y, Z), of output ``channels`` for a model-space image (1, X, Y, Z)."""
         masks = np.zeros((len(channels), *image.shape[1:]), dtype=bool)
+        cut = logit(self.settings.threshold)
         for depth, logits in self.blended_logits(image, channels, name):
-            masks[..., depth] = (torch.sigmoid(logits) > self.settings.threshold).cpu().numpy()
+            masks[..., depth] = (logits > cut).cpu().numpy()
         return masks
 
     def blended_logits(

@@ -128,7 +128,10 @@ class CompiledHeads:
         if self.compiled is None:
             return run_heads(features, params)
         try:
-            out = self.compiled(features, params)
+            # fused multiply-adds: 0.052 s instead of 0.063 s for 32 heads of a 96³ window; each value is
+            # still computed by one expression whatever the other heads are
+            with torch._inductor.config.patch({"cpp.enable_floating_point_contract_flag": "fast"}):
+                out = self.compiled(features, params)
         except Exception as error:
             if self.proven:
                 raise

@@ -1,0 +1,115 @@
+"""Where one window's time goes (``bench/infer.py --profile``): the backbone by resolution level, the
+trunk as the default runtime runs it, the heads, blending and thresholding, each with its share, and
+the achieved GFLOP/s against this CPU's measured bfloat16 convolution and matrix-multiply peaks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import universal
+from universal.devices import cpu_description
+from universal.inference.windows import BlendBand, gaussian_weights, logit
+from universal.nets.heads import run_heads
+
+
+def seconds(run: Callable[[], object], repeats: int = 5) -> float:
+    """Median seconds of ``repeats`` calls of ``run`` after one untimed call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def gflop(run: Callable[[], object]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    return counter.get_total_flops() / 1e9
+
+
+def bfloat16_peaks() -> tuple[float, float]:
+    """Best GFLOP/s of a bfloat16 3×3×3 convolution (64 → 64 channels, 48³) and of a bfloat16 4096²
+    matrix product, as oneDNN runs them here."""
+    with torch.inference_mode():
+        x, w = torch.randn(1, 64, 48, 48, 48, dtype=torch.bfloat16), torch.randn(64, 64, 3, 3, 3, dtype=torch.bfloat16)
+        conv = 2 * 64 * 64 * 27 * 48**3 / 1e9 / min(seconds(lambda: F.conv3d(x, w, padding=1)) for _ in range(2))
+        a, b = torch.randn(4096, 4096, dtype=torch.bfloat16), torch.randn(4096, 4096, dtype=torch.bfloat16)
+        matmul = 2 * 4096**3 / 1e9 / min(seconds(lambda: a @ b) for _ in range(2))
+    return conv, matmul
+
+
+def unet_levels(model: universal.UniversalModel, window: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
+    """The U-Net's stages as (name, call) on inputs of their own resolution, in bfloat16 autocast."""
+    net = model.backbone
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        skip64 = net.down_tr64(window)
+        skip128 = net.down_tr128(F.max_pool3d(skip64, 2))
+        skip256 = net.down_tr256(F.max_pool3d(skip128, 2))
+        bottom = net.down_tr512(F.max_pool3d(skip256, 2))
+        up256 = net.up_tr256(bottom, skip256)
+        up128 = net.up_tr128(up256, skip128)
+    side = window.shape[2]
+    return [
+        (f"down 1 ({side}³)", lambda: net.down_tr64(window)),
+        (f"down 2 ({side // 2}³)", lambda: net.down_tr128(F.max_pool3d(skip64, 2))),
+        (f"down 3 ({side // 4}³)", lambda: net.down_tr256(F.max_pool3d(skip128, 2))),
+        (f"down 4 ({side // 8}³)", lambda: net.down_tr512(F.max_pool3d(skip256, 2))),
+        (f"up 3 ({side // 4}³)", lambda: net.up_tr256(bottom, skip256)),
+        (f"up 2 ({side // 2}³)", lambda: net.up_tr128(up256, skip128)),
+        (f"up 1 ({side}³)", lambda: net.up_tr64(up128, skip64)),
+    ]
+
+
+def profile_window(model: universal.UniversalModel, settings: universal.InferenceSettings) -> None:
+    """Print the profile of one window with every class, as ``settings`` run it on the CPU."""
+    torch.manual_seed(0)
+    window = torch.rand(1, 1, *model.input_spec.window_size) * 0.6
+    channels = list(range(model.num_classes))
+    segmenter = universal.Segmenter(model, settings, progress=False)
+    segmenter._choose_runtime(10**6)  # as for a large scan
+    print(f"CPU            {cpu_description()}")
+    conv_peak, matmul_peak = bfloat16_peaks()
+    print(f"peaks          bfloat16 3×3×3 convolution {conv_peak:.0f} GFLOP/s, bfloat16 matrix product "
+          f"{matmul_peak:.0f} GFLOP/s (oneDNN, measured)")
+    rows = []
+    if model.backbone_name == "unet":
+        for name, run in unet_levels(model, window):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                rows.append((f"backbone {name}, eager bfloat16", seconds(run), gflop(run), False))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
+        image, head_input = segmenter.trunk(window)
+        params = model.head_parameters(image, channels)
+        logits = model.heads(image, head_input, channels, run=segmenter.run_heads).float()
+        trunk = seconds(lambda: segmenter.trunk(window))
+        heads = seconds(lambda: model.heads(image, head_input, channels, run=segmenter.run_heads))
+        batched = seconds(lambda: run_heads(head_input.float(), params.float()))
+    trunk_gflop = gflop(lambda: model.trunk(window))
+    band = BlendBand(len(channels), window.shape[2:4], gaussian_weights(model.input_spec.window_size, logits.device))
+    box = tuple(slice(0, size) for size in model.input_spec.window_size)
+    blending = seconds(lambda: band.add([box], logits))
+    threshold = seconds(lambda: (logits > logit(settings.threshold)).numpy())
+    runtime = f"{segmenter.runtime}{' compiled' * segmenter.compiled} {settings.precision}"
+    total = trunk + heads + blending + threshold
+    rows += [  # (stage, seconds, GFLOP, part of the window as run)
+        (f"trunk, {runtime}", trunk, trunk_gflop, True),
+        (f"heads ({len(channels)} classes), as run", heads, None, True),
+        (f"heads ({len(channels)} classes), batched eager", batched, None, False),
+        ("blending", blending, None, True),
+        ("thresholding", threshold, None, True),
+    ]
+    print(f"{'stage':<44} {'seconds':>8} {'share':>6} {'GFLOP':>7} {'GFLOP/s':>8}")
+    for name, spent, work, counted in rows:
+        share = f"{100 * spent / total:5.1f}%" if counted else ""
+        flops = f"{work:7.1f} {work / spent:8.0f}" if work else ""
+        print(f"{name:<44} {spent:8.3f} {share:>6} {flops}")
+    print(f"{'window, as run':<44} {total:8.3f}  trunk at {100 * trunk_gflop / trunk / conv_peak:.0f} % of the "
+          "convolution peak")
