@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import platform
 import resource
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from window_profile import profile_window
 
 import universal
+from universal.inference.calibration import phantom_windows
 from universal.io.atomic import atomic_write_text
 from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAM_SIZES
+from universal.nets.openvino import openvino_trunk
 from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
 from universal.training.metrics import dice
 
@@ -47,8 +51,8 @@ RESULTS_HEADER = """# Inference: reference path against the default path
 window at a time, every window, all heads on repeated features. Default: the product's settings.
 Dice: the lowest per-class Dice between the two paths' masks (meaningful with a trained model only).
 
-| date | commit | machine | model | classes | reference s | default s | speed-up | lowest Dice | peak RSS GiB |
-|---|---|---|---|---|---|---|---|---|---|
+| date | commit | machine | model | classes | path | reference s | default s | speed-up | lowest Dice | peak RSS GiB |
+|---|---|---|---|---|---|---|---|---|---|---|
 """
 
 
@@ -103,16 +107,23 @@ class ReferenceSegmenter(universal.Segmenter):
 
 
 def compare(model: universal.UniversalModel, scan: universal.Scan, args: argparse.Namespace) -> None:
-    """Time the default path on all classes (and on ``args.classes`` when given), then the reference
-    path once (all classes), on ``scan``; print and record a row per default run."""
+    """Time the default path (``--precision``, ``--runtime``) on all classes, on ``args.classes`` when
+    given, and with ``--int8`` the int8 path on all classes; then the reference path once (all
+    classes), on ``scan``; print and record a row per run."""
     reference_settings = universal.InferenceSettings(overlap=0.5, batch_size=1, device=args.device,
                                                      precision="float32", skip_air=False, localize=False)
-    default_settings = universal.InferenceSettings(device=args.device)
+    default = universal.InferenceSettings(device=args.device, precision=args.precision, runtime=args.runtime)
+    plans = [(None, default), *([(args.classes, default)] if args.classes else []),
+             *([(None, replace(default, precision="int8"))] if args.int8 else [])]
     warm_up(model, [ReferenceSegmenter(model, reference_settings, progress=False),
-                    universal.Segmenter(model, default_settings, progress=False)])
+                    *(universal.Segmenter(model, settings, progress=False) for _, settings in plans)])
+    if args.int8:  # once per weights (cached on disk): calibration and its check are not part of a scan's time
+        started = time.perf_counter()
+        openvino_trunk(model, "int8", functools.partial(phantom_windows, model.input_spec))
+        print(f"int8 trunk built (calibrated and checked once per weights) in {time.perf_counter() - started:.1f} s")
     runs = []
-    for classes in [None, args.classes] if args.classes else [None]:
-        segmenter = universal.Segmenter(model, default_settings, progress=True)
+    for classes, settings in plans:
+        segmenter = universal.Segmenter(model, settings, progress=True)
         started = time.perf_counter()
         result = segmenter(scan, classes)
         runs.append((classes, result, time.perf_counter() - started, peak_rss_mib()))
@@ -126,13 +137,16 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
     for classes, result, seconds, rss in runs:
         asked = ", ".join(classes) if classes else f"all {model.num_classes}"
         scores = {model.catalog[i].name: dice(result.mask(i), reference.mask(i)) for i in result.class_ids}
-        compiled = ", compiled" if result.report["settings"]["compiled"] else ""
-        print(f"default path   {seconds:.1f} s ({asked}; {result.report['settings']['precision']}{compiled}), "
-              f"{reference_s / seconds:.1f}× faster, peak RSS so far {rss / 1024:.2f} GiB")
+        ran = result.report["settings"]
+        path = f"{ran['runtime']}{' compiled' * ran['compiled']} {ran['precision']}"
+        print(f"default path   {seconds:.1f} s ({asked}; {path}), {reference_s / seconds:.1f}× faster, "
+              f"peak RSS so far {rss / 1024:.2f} GiB")
         print("  mask Dice    " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+        if "int8_agreement" in ran:
+            print(f"  int8 trunk   {ran['int8_agreement']}")
         append_result([
             datetime.date.today().isoformat(), commit(), machine(),
-            f"{model.title} w{model.width}" + ("" if args.model else " (random)"), asked, f"{reference_s:.1f}",
+            f"{model.title} w{model.width}" + ("" if args.model else " (random)"), asked, path, f"{reference_s:.1f}",
             f"{seconds:.1f}", f"{reference_s / seconds:.1f}×", f"{min(scores.values()):.4f}", f"{rss / 1024:.2f}",
         ])
 
@@ -190,6 +204,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "openvino"))
     parser.add_argument("--profile", action="store_true", help="where one window's time goes, stage by stage")
+    parser.add_argument("--int8", action="store_true", help="with --compare: also time the int8 path (all classes)")
     args = parser.parse_args()
 
     settings = universal.InferenceSettings(overlap=args.overlap, batch_size=args.batch_size, device=args.device,
