@@ -40,6 +40,7 @@ from universal.nets.model import UniversalModel
 INSTALL_HINT = "pip install 'universal-model[openvino]'"
 PRECISIONS = ("bfloat16", "float32", "int8")
 CALIBRATION_WINDOWS, CHECK_WINDOWS = 8, 4  # phantom windows that calibrate an int8 trunk, and that measure it
+KEEP_CONVERSIONS = 8  # the cache keeps the conversions used last (each fine-tuned model has its own)
 
 log = logging.getLogger(__name__)
 _loaded: weakref.WeakKeyDictionary[nn.Module, dict[str, OpenVinoTrunk]] = weakref.WeakKeyDictionary()
@@ -90,7 +91,9 @@ class OpenVinoTrunk:
         folder = cache_dir() / "openvino" / conversion_key(model, precision, ov.get_version())
         if not (folder / "info.json").is_file():
             build(model, precision, folder, calibration)
+            prune(folder.parent)
         info = json.loads((folder / "info.json").read_text())
+        os.utime(folder)  # used now: pruning keeps it
         self.agreement = info.get("agreement")
         # The CPU plugin computes in bfloat16 wherever the CPU does so natively, unless float32 is asked
         # for, and refuses bf16 on a CPU without it (openvinotoolkit/openvino docs/articles_en/
@@ -164,6 +167,14 @@ def build(model: UniversalModel, precision: str, folder: Path,
             os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def prune(root: Path) -> None:
+    """Remove all but the ``KEEP_CONVERSIONS`` conversions used last."""
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in folders[KEEP_CONVERSIONS:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def quantize(ov, converted, model: UniversalModel, calibration: Callable[[int, int], list[np.ndarray]]):

@@ -213,9 +213,10 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        # never compiled: the weights change between validations, and each change would recompile
-        self.segmenter = Segmenter(self.model, InferenceSettings(device=str(self.device), compile="off"),
-                                   progress=False)
+        # never compiled nor converted: the weights change between validations, and each change would
+        # compile or convert again
+        validation = InferenceSettings(device=str(self.device), compile="off", runtime="torch")
+        self.segmenter = Segmenter(self.model, validation, progress=False)
 
     # -- set-up --
 
