@@ -115,12 +115,12 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
     default = universal.InferenceSettings(device=args.device, precision=args.precision, runtime=args.runtime)
     plans = [(None, default), *([(args.classes, default)] if args.classes else []),
              *([(None, replace(default, precision="int8"))] if args.int8 else [])]
-    warm_up(model, [ReferenceSegmenter(model, reference_settings, progress=False),
-                    *(universal.Segmenter(model, settings, progress=False) for _, settings in plans)])
     if args.int8:  # once per weights (cached on disk): calibration and its check are not part of a scan's time
         started = time.perf_counter()
         openvino_trunk(model, "int8", functools.partial(phantom_windows, model.input_spec))
-        print(f"int8 trunk built (calibrated and checked once per weights) in {time.perf_counter() - started:.1f} s")
+        print(f"int8 trunk ready (calibrated and checked once per weights) in {time.perf_counter() - started:.1f} s")
+    warm_up(model, [ReferenceSegmenter(model, reference_settings, progress=False),
+                    *(universal.Segmenter(model, settings, progress=False) for _, settings in plans)])
     runs = []
     for classes, settings in plans:
         segmenter = universal.Segmenter(model, settings, progress=True)

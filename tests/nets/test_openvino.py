@@ -5,6 +5,7 @@ rebuilt when the weights change; int8 opt-in with its measured agreement; and th
 from __future__ import annotations
 
 import json
+import os
 import sys
 import weakref
 
@@ -114,3 +115,14 @@ def test_without_openvino_asking_for_it_says_how_to_install_it(scan, monkeypatch
     assert not segmenter_module.openvino_available()
     with pytest.raises(UniversalError, match="int8 runs on OpenVINO"):
         InferenceSettings(precision="int8", runtime="torch")
+
+
+def test_the_cache_keeps_the_conversions_used_last(tmp_path):
+    for age in range(openvino_module.KEEP_CONVERSIONS + 3):
+        folder = tmp_path / f"conversion{age}"
+        folder.mkdir()
+        (folder / "info.json").write_text("{}")
+        os.utime(folder, (1000 - age, 1000 - age))  # conversion0 used last
+    openvino_module.prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"conversion{age}" for age in
+                                                                range(openvino_module.KEEP_CONVERSIONS))

@@ -124,6 +124,8 @@ def segment(
 
     if engine not in ENGINES:
         raise UniversalError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
+    if workers is not None and workers < 1:
+        raise UniversalError(f"workers must be at least 1, got {workers}")
     items = [inputs] if isinstance(inputs, str | Path | CaseInput) else list(inputs)
     cases = list_cases(items, series)
     files = [str(case.path) for case in cases if not case.path.is_dir()]

@@ -111,10 +111,8 @@ def run_on_ray(job: CaseJob, cases: Sequence[CaseInput], model: UniversalModel, 
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(int(resources.get("CPU", 1)), 1)
         count = workers or max(gpus, 1)
-        if workers is not None and workers < 1:
-            raise UniversalError(f"workers must be at least 1, got {workers}")
-        if gpus:
-            options, threads = {"num_gpus": 1, "num_cpus": 1}, 1
+        if gpus:  # more workers than GPUs share them
+            options, threads = {"num_gpus": min(1.0, gpus / count), "num_cpus": 1}, 1
         else:  # network workers share the CPUs, and one CPU stays free for reading and writing
             options, threads = {"num_cpus": max(cpus - 1, 1) / count}, max(cpus // count, 1)
         model_ref, job_ref = ray.put(on_cpu(model)), ray.put(job)
