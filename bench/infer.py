@@ -20,10 +20,8 @@ to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import functools
-import platform
 import resource
 import subprocess
 import time
@@ -37,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from window_profile import profile_window
 
 import universal
+from universal.devices import cpu_description
 from universal.inference.calibration import phantom_windows
 from universal.io.atomic import atomic_write_text
 from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAM_SIZES
@@ -112,7 +111,8 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
     classes), on ``scan``; print and record a row per run."""
     reference_settings = universal.InferenceSettings(overlap=0.5, batch_size=1, device=args.device,
                                                      precision="float32", skip_air=False, localize=False)
-    default = universal.InferenceSettings(device=args.device, precision=args.precision, runtime=args.runtime)
+    default = universal.InferenceSettings(device=args.device, precision=args.precision, runtime=args.runtime,
+                                          compile=args.compile)
     plans = [(None, default), *([(args.classes, default)] if args.classes else []),
              *([(None, replace(default, precision="int8"))] if args.int8 else [])]
     if args.int8:  # once per weights (cached on disk): calibration and its check are not part of a scan's time
@@ -163,12 +163,8 @@ def warm_up(model: universal.UniversalModel, segmenters: list) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} threads"
-    return f"{cpu}, {device}"
+    """The CPU with its bfloat16 units and threads, or the GPU."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_description()
 
 
 def commit() -> str:
@@ -203,12 +199,13 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", help="with --compare: also time the default path on these classes")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "openvino"))
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--profile", action="store_true", help="where one window's time goes, stage by stage")
     parser.add_argument("--int8", action="store_true", help="with --compare: also time the int8 path (all classes)")
     args = parser.parse_args()
 
     settings = universal.InferenceSettings(overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                                           precision=args.precision, runtime=args.runtime)
+                                           precision=args.precision, runtime=args.runtime, compile=args.compile)
     device = settings.torch_device()
     torch.manual_seed(0)
     model = (universal.load_model(args.model) if args.model else
