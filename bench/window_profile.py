@@ -1,6 +1,7 @@
-"""Where one window's time goes (``bench/infer.py --profile``): the backbone by resolution level, the
-trunk as the default runtime runs it, the heads, blending and thresholding, each with its share, and
-the achieved GFLOP/s against this CPU's measured bfloat16 convolution and matrix-multiply peaks."""
+"""Where one window's time goes (``bench/infer.py --profile``): the backbone stage by stage (by
+resolution level for the U-Net), the trunk as the default runtime runs it, the heads, blending and
+thresholding, each with its share, and the achieved GFLOP/s against this CPU's measured bfloat16
+convolution and matrix-multiply peaks."""
 
 from __future__ import annotations
 
@@ -47,26 +48,20 @@ def bfloat16_peaks() -> tuple[float, float]:
     return conv, matmul
 
 
-def unet_levels(model: universal.UniversalModel, window: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
-    """The U-Net's stages as (name, call) on inputs of their own resolution, in bfloat16 autocast."""
-    net = model.backbone
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        skip64 = net.down_tr64(window)
-        skip128 = net.down_tr128(F.max_pool3d(skip64, 2))
-        skip256 = net.down_tr256(F.max_pool3d(skip128, 2))
-        bottom = net.down_tr512(F.max_pool3d(skip256, 2))
-        up256 = net.up_tr256(bottom, skip256)
-        up128 = net.up_tr128(up256, skip128)
-    side = window.shape[2]
-    return [
-        (f"down 1 ({side}³)", lambda: net.down_tr64(window)),
-        (f"down 2 ({side // 2}³)", lambda: net.down_tr128(F.max_pool3d(skip64, 2))),
-        (f"down 3 ({side // 4}³)", lambda: net.down_tr256(F.max_pool3d(skip128, 2))),
-        (f"down 4 ({side // 8}³)", lambda: net.down_tr512(F.max_pool3d(skip256, 2))),
-        (f"up 3 ({side // 4}³)", lambda: net.up_tr256(bottom, skip256)),
-        (f"up 2 ({side // 2}³)", lambda: net.up_tr128(up256, skip128)),
-        (f"up 1 ({side}³)", lambda: net.up_tr64(up128, skip64)),
-    ]
+def backbone_stages(model: universal.UniversalModel, window: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
+    """The backbone's top-level stages as (name and input size, call on that input), in the order one
+    bfloat16 window runs them: each stage's inputs are caught on their way in."""
+    caught = []
+    hooks = [child.register_forward_hook(lambda module, args, out, name=name: caught.append((name, module, args)))
+             for name, child in model.backbone.named_children()]
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model.backbone(window)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [(f"{name} (in {'×'.join(map(str, args[0].shape[2:]))})", lambda module=module, args=args: module(*args))
+            for name, module, args in caught]
 
 
 def profile_window(model: universal.UniversalModel, settings: universal.InferenceSettings) -> None:
@@ -81,10 +76,9 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
     print(f"peaks          bfloat16 3×3×3 convolution {conv_peak:.0f} GFLOP/s, bfloat16 matrix product "
           f"{matmul_peak:.0f} GFLOP/s (oneDNN, measured)")
     rows = []
-    if model.backbone_name == "unet":
-        for name, run in unet_levels(model, window):
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                rows.append((f"backbone {name}, eager bfloat16", seconds(run), gflop(run), False))
+    for name, run in backbone_stages(model, window):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            rows.append((f"backbone {name}, eager bfloat16", seconds(run), gflop(run), False))
     with torch.inference_mode(), torch.autocast("cpu", dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
         image, head_input = segmenter.trunk(window)
         params = model.head_parameters(image, channels)
@@ -106,10 +100,10 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
         ("blending", blending, None, True),
         ("thresholding", threshold, None, True),
     ]
-    print(f"{'stage':<44} {'seconds':>8} {'share':>6} {'GFLOP':>7} {'GFLOP/s':>8}")
+    print(f"{'stage':<52} {'seconds':>8} {'share':>6} {'GFLOP':>7} {'GFLOP/s':>8}")
     for name, spent, work, counted in rows:
         share = f"{100 * spent / total:5.1f}%" if counted else ""
         flops = f"{work:7.1f} {work / spent:8.0f}" if work else ""
-        print(f"{name:<44} {spent:8.3f} {share:>6} {flops}")
-    print(f"{'window, as run':<44} {total:8.3f}  trunk at {100 * trunk_gflop / trunk / conv_peak:.0f} % of the "
+        print(f"{name:<52} {spent:8.3f} {share:>6} {flops}")
+    print(f"{'window, as run':<52} {total:8.3f}  trunk at {100 * trunk_gflop / trunk / conv_peak:.0f} % of the "
           "convolution peak")
