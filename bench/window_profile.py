@@ -1,7 +1,7 @@
 """Where one window's time goes (``bench/infer.py --profile``): the backbone stage by stage (by
 resolution level for the U-Net), the trunk as the default runtime runs it, the heads, blending and
 thresholding, each with its share, and the achieved GFLOP/s against this CPU's measured bfloat16
-convolution and matrix-multiply peaks."""
+convolution and matrix-multiply peaks (the trunk's) and float32 matrix-multiply peak (the heads')."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import universal
 from universal.devices import cpu_description
 from universal.inference.windows import BlendBand, gaussian_weights, logit
-from universal.nets.heads import run_heads
+from universal.nets.heads import HEAD_PARAM_SIZES, run_heads
+
+HEAD_MACS = sum(HEAD_PARAM_SIZES[:3])  # multiply-adds per head and voxel: its three weight matrices
 
 
 def seconds(run: Callable[[], object], repeats: int = 5) -> float:
@@ -30,6 +32,20 @@ def seconds(run: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def steps_seconds(steps: list[Callable[[], object]], repeats: int = 5) -> list[float]:
+    """Median seconds of each of ``steps`` when they run one after the other, ``repeats`` times, after
+    one untimed round: each step meets the caches and threads the step before it left."""
+    times = []
+    for _ in range(repeats + 1):
+        spent = []
+        for step in steps:
+            started = time.perf_counter()
+            step()
+            spent.append(time.perf_counter() - started)
+        times.append(spent)
+    return [statistics.median(column) for column in zip(*times[1:], strict=True)]
+
+
 def gflop(run: Callable[[], object]) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -37,15 +53,17 @@ def gflop(run: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def bfloat16_peaks() -> tuple[float, float]:
-    """Best GFLOP/s of a bfloat16 3×3×3 convolution (64 → 64 channels, 48³) and of a bfloat16 4096²
-    matrix product, as oneDNN runs them here."""
+def peaks() -> tuple[float, float, float]:
+    """Best GFLOP/s of a bfloat16 3×3×3 convolution (64 → 64 channels, 48³), of a bfloat16 4096²
+    matrix product and of a float32 one, as oneDNN runs them here."""
     with torch.inference_mode():
         x, w = torch.randn(1, 64, 48, 48, 48, dtype=torch.bfloat16), torch.randn(64, 64, 3, 3, 3, dtype=torch.bfloat16)
         conv = 2 * 64 * 64 * 27 * 48**3 / 1e9 / min(seconds(lambda: F.conv3d(x, w, padding=1)) for _ in range(2))
-        a, b = torch.randn(4096, 4096, dtype=torch.bfloat16), torch.randn(4096, 4096, dtype=torch.bfloat16)
-        matmul = 2 * 4096**3 / 1e9 / min(seconds(lambda: a @ b) for _ in range(2))
-    return conv, matmul
+        matmuls = []
+        for dtype in (torch.bfloat16, torch.float32):
+            a, b = torch.randn(4096, 4096, dtype=dtype), torch.randn(4096, 4096, dtype=dtype)
+            matmuls.append(2 * 4096**3 / 1e9 / min(seconds(lambda a=a, b=b: a @ b) for _ in range(2)))
+    return conv, *matmuls
 
 
 def backbone_stages(model: universal.UniversalModel, window: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
@@ -72,21 +90,22 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
     segmenter = universal.Segmenter(model, settings, progress=False)
     segmenter._choose_runtime(10**6)  # as for a large scan
     print(f"CPU            {cpu_description()}")
-    conv_peak, matmul_peak = bfloat16_peaks()
+    conv_peak, matmul_peak, float32_peak = peaks()
     print(f"peaks          bfloat16 3×3×3 convolution {conv_peak:.0f} GFLOP/s, bfloat16 matrix product "
-          f"{matmul_peak:.0f} GFLOP/s (oneDNN, measured)")
+          f"{matmul_peak:.0f} GFLOP/s, float32 matrix product {float32_peak:.0f} GFLOP/s (oneDNN, measured)")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
+        image, head_input = segmenter.trunk(window)
+        params = model.head_parameters(image, channels)
+        trunk, heads = steps_seconds([lambda: segmenter.trunk(window),  # in turn, as windows run them
+                                      lambda: model.heads(image, head_input, channels, run=segmenter.run_heads)])
+        logits = model.heads(image, head_input, channels, run=segmenter.run_heads).float()
+        batched = seconds(lambda: run_heads(head_input.float(), params.float()))
     rows = []
     for name, run in backbone_stages(model, window):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             rows.append((f"backbone {name}, eager bfloat16", seconds(run), gflop(run), False))
-    with torch.inference_mode(), torch.autocast("cpu", dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
-        image, head_input = segmenter.trunk(window)
-        params = model.head_parameters(image, channels)
-        logits = model.heads(image, head_input, channels, run=segmenter.run_heads).float()
-        trunk = seconds(lambda: segmenter.trunk(window))
-        heads = seconds(lambda: model.heads(image, head_input, channels, run=segmenter.run_heads))
-        batched = seconds(lambda: run_heads(head_input.float(), params.float()))
     trunk_gflop = gflop(lambda: model.trunk(window))
+    heads_gflop = 2 * HEAD_MACS * len(channels) * window.numel() / 1e9
     band = BlendBand(len(channels), window.shape[2:4], gaussian_weights(model.input_spec.window_size, logits.device))
     box = tuple(slice(0, size) for size in model.input_spec.window_size)
     blending = seconds(lambda: band.add([box], logits))
@@ -95,8 +114,8 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
     total = trunk + heads + blending + threshold
     rows += [  # (stage, seconds, GFLOP, part of the window as run)
         (f"trunk, {runtime}", trunk, trunk_gflop, True),
-        (f"heads ({len(channels)} classes), as run", heads, None, True),
-        (f"heads ({len(channels)} classes), batched eager", batched, None, False),
+        (f"heads ({len(channels)} classes, float32), as run", heads, heads_gflop, True),
+        (f"heads ({len(channels)} classes, float32), batched eager", batched, heads_gflop, False),
         ("blending", blending, None, True),
         ("thresholding", threshold, None, True),
     ]
