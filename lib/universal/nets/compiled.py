@@ -65,34 +65,44 @@ def weights_fingerprint(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]
     return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
-class CompiledTrunk:
-    """``trunk(x)`` of a model through compiled code with frozen weights; the uncompiled trunk when
-    compilation failed."""
+class Compiled:
+    """A function through compiled code (with the Inductor ``options`` patched in for each call), and
+    through ``fallback`` once compiling has failed: a failure is reported once, as ``"compiling
+    <what> failed, so ... uncompiled"``; a failure after a first success is raised."""
 
-    def __init__(self, model: UniversalModel):
-        self.model = model
-        self.fingerprint = weights_fingerprint(trunk_modules(model))
-        self.compiled: Callable | None = torch.compile(own_method(model, "trunk"), dynamic=False, fullgraph=True)
+    def __init__(self, compiled: Callable, fallback: Callable, options: dict, failure: str):
+        self.compiled: Callable | None = compiled
+        self.fallback, self.options, self.failure = fallback, options, failure
         self.proven = False  # one call has gone through the compiled code
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, *args: torch.Tensor):
         if self.compiled is None:
-            return self.model.trunk(x)
+            return self.fallback(*args)
         try:
-            with torch._inductor.config.patch(freezing=True):
-                out = self.compiled(x)
+            with torch._inductor.config.patch(self.options):
+                out = self.compiled(*args)
         except Exception as error:  # any compiler failure: run uncompiled
             if self.proven:
                 raise
-            log.warning("compiling the trunk failed, so it runs uncompiled: %s", str(error).splitlines()[0])
+            log.warning("%s: %s", self.failure, str(error).splitlines()[0])
             self.compiled = None
-            return self.model.trunk(x)
+            return self.fallback(*args)
         self.proven = True
         return out
 
     @property
     def active(self) -> bool:
         return self.compiled is not None
+
+
+class CompiledTrunk(Compiled):
+    """``trunk(x)`` of a model through compiled code with frozen weights; the uncompiled trunk when
+    compilation failed."""
+
+    def __init__(self, model: UniversalModel):
+        super().__init__(torch.compile(own_method(model, "trunk"), dynamic=False, fullgraph=True), model.trunk,
+                         {"freezing": True}, "compiling the trunk failed, so it runs uncompiled")
+        self.fingerprint = weights_fingerprint(trunk_modules(model))
 
 
 def own_method(module: nn.Module, name: str) -> Callable:
@@ -114,36 +124,20 @@ def compiled_trunk(model: UniversalModel) -> CompiledTrunk:
     return entry
 
 
-class CompiledHeads:
+class CompiledHeads(Compiled):
     """:func:`~universal.nets.heads.pointwise_heads` compiled into one fused loop (features and
     parameters taken in float32; sizes may change between calls without compiling again), and
     :func:`~universal.nets.heads.run_heads` once compilation has failed."""
 
     def __init__(self):
-        self.compiled: Callable | None = torch.compile(pointwise_heads, dynamic=True, fullgraph=True)
-        self.proven = False
+        # fused multiply-adds: 0.052 s instead of 0.063 s for 32 heads of a 96³ window; each value is
+        # still computed by one expression whatever the other heads are
+        super().__init__(torch.compile(pointwise_heads, dynamic=True, fullgraph=True), run_heads,
+                         {"cpp.enable_floating_point_contract_flag": "fast"},
+                         "compiling the heads failed, so they run uncompiled")
 
     def __call__(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        features, params = features.float(), params.float()
-        if self.compiled is None:
-            return run_heads(features, params)
-        try:
-            # fused multiply-adds: 0.052 s instead of 0.063 s for 32 heads of a 96³ window; each value is
-            # still computed by one expression whatever the other heads are
-            with torch._inductor.config.patch({"cpp.enable_floating_point_contract_flag": "fast"}):
-                out = self.compiled(features, params)
-        except Exception as error:
-            if self.proven:
-                raise
-            log.warning("compiling the heads failed, so they run uncompiled: %s", str(error).splitlines()[0])
-            self.compiled = None
-            return run_heads(features, params)
-        self.proven = True
-        return out
-
-    @property
-    def active(self) -> bool:
-        return self.compiled is not None
+        return super().__call__(features.float(), params.float())
 
 
 @functools.cache
