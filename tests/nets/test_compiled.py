@@ -3,7 +3,9 @@ output the same alone or with others, and a fallback to eager code when compilat
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -39,6 +41,16 @@ def test_compiled_trunk_matches_eager_and_recompiles_when_weights_change():
         assert recompiled is not compiled
         for ours, eager in zip(recompiled(window), model.trunk(window), strict=True):
             torch.testing.assert_close(ours, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_a_dropped_model_and_its_compiled_trunk_are_freed():
+    model = small_model()
+    with torch.inference_mode():
+        compiled_trunk(model)(torch.rand(1, 1, 32, 32, 32))
+    dropped = weakref.ref(model)
+    del model
+    gc.collect()
+    assert dropped() is None  # a server that loads each fine-tuned version does not keep the old ones
 
 
 def test_fused_heads_equal_the_batched_heads_and_each_head_is_the_same_alone_or_with_others():

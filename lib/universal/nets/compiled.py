@@ -97,22 +97,25 @@ class Compiled:
 
 class CompiledTrunk(Compiled):
     """``trunk(x)`` of a model through compiled code with frozen weights; the uncompiled trunk when
-    compilation failed."""
+    compilation failed. It holds the model weakly: the cache keeps it while the model lives, and a
+    reference back would keep every model that was ever compiled (each fine-tuned version) alive."""
 
     def __init__(self, model: UniversalModel):
-        super().__init__(torch.compile(own_method(model, "trunk"), dynamic=False, fullgraph=True), model.trunk,
+        self.model = weakref.ref(model)
+        trunk = type(model).trunk
+        super().__init__(torch.compile(own_function(trunk), dynamic=False, fullgraph=True), trunk,
                          {"freezing": True}, "compiling the trunk failed, so it runs uncompiled")
         self.fingerprint = weights_fingerprint(trunk_modules(model))
 
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().__call__(self.model(), x)
 
-def own_method(module: nn.Module, name: str) -> Callable:
-    """``module.<name>`` bound to ``module`` as a function with a code object of its own (one graph:
-    the submodules' code is traced into it), so that compiled code for it is kept for this call site
-    alone and goes when the function does."""
-    method = getattr(type(module), name)
-    function = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
-                                  method.__defaults__, method.__closure__)
-    return types.MethodType(function, module)
+
+def own_function(function: Callable) -> Callable:
+    """A copy of ``function`` with a code object of its own (the model it is called with is traced
+    into one graph), so that compiled code for it is kept for this copy alone and goes with it."""
+    return types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
 
 
 def compiled_trunk(model: UniversalModel) -> CompiledTrunk:
