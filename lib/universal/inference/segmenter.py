@@ -162,14 +162,13 @@ class Segmenter:
     def _choose_runtime(self, windows: int) -> None:
         """The trunk and heads for the next ``windows`` windows, as ``settings.runtime`` and
         ``settings.compile`` say."""
-        compiling = self.settings.compile == "on" or (
-            self.settings.compile == "auto" and worth_compiling(self.model, self.device, self.dtype, windows))
         if self._on_openvino(windows):
             precision = self.settings.precision if self.settings.precision == INT8 else str(self.dtype)[6:]
             calibration = functools.partial(phantom_windows, self.model.input_spec)
             self.trunk = openvino_trunk(self.model, precision, calibration)
             self.run_heads = run_heads if self.settings.compile == "off" else compiled_heads()
-        elif compiling:
+        elif self.settings.compile == "on" or (
+                self.settings.compile == "auto" and worth_compiling(self.model, self.device, self.dtype, windows)):
             self.trunk, self.run_heads = compiled_trunk(self.model), compiled_heads()
         else:
             self.trunk, self.run_heads = self.model.trunk, run_heads
