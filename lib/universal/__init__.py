@@ -1,18 +1,12 @@
 """CLIP-Driven Universal Model: one 3D CT network whose classes are named by text prompts."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("universal-model")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+source"
-
 from universal.catalog import Catalog, ClassInfo
 from universal.errors import CheckpointError, UniversalError, UnknownClassError, WeightsUnavailableError
 from universal.inference import InferenceSettings, Segmentation, Segmenter, segment
 from universal.io.scans import Scan, ScanError, read_scan
 from universal.nets.checkpoint import load_model, read_checkpoint, save_model
 from universal.nets.model import InputSpec, UniversalModel
+from universal.version import __version__
 
 __all__ = [
     "Catalog",

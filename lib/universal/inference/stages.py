@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from universal import __version__
 from universal.catalog import Catalog, ClassKey
 from universal.errors import UniversalError
 from universal.inference.postprocess import postprocess, required_classes
@@ -31,6 +30,7 @@ from universal.inference.result import Segmentation
 from universal.inference.settings import InferenceSettings
 from universal.io.scans import Scan
 from universal.nets.model import InputSpec, UniversalModel
+from universal.version import __version__
 
 IO_STAGES = ("read", "write")  # seconds reading the scan and writing results, not counted in a report's total
 

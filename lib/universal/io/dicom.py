@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from universal import __version__
 from universal.catalog import Catalog
 from universal.errors import UniversalError
 from universal.io.atomic import atomic_path
 from universal.io.scans import LPS_TO_RAS
+from universal.version import __version__
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"  # SOP Class UID, DICOM PS3.4 Annex B.5
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage, DICOM PS3.4 Annex B.5

@@ -32,6 +32,7 @@ from universal.io.atomic import atomic_open
 from universal.io.download import RELEASE_LICENCE, RemoteFile, resolve
 from universal.nets.model import InputSpec, UniversalModel
 from universal.nets.registry import BACKBONES, backbone_record
+from universal.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def model_record(model: UniversalModel, *, provenance: Mapping | None = None) ->
         **model.provenance,
         **(provenance or {}),
         "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "library_version": _library_version(),
+        "library_version": __version__,
         "torch_version": str(torch.__version__),
     }
     content = {
@@ -318,9 +319,3 @@ def _preview(keys, limit: int = 4) -> str:
     keys = list(keys)
     shown = ", ".join(str(k) for k in keys[:limit])
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _library_version() -> str:
-    from universal import __version__
-
-    return __version__
