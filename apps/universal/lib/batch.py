@@ -21,8 +21,9 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 import universal
-from universal.inference.batch import ENGINES, CaseOutcome
+from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
+from universal.inference.jobs import CaseOutcome
 from universal.inference.result import LABEL_MAP_NAME
 
 from .conf import MODEL_NAME, parse_number

@@ -2,7 +2,8 @@
 :class:`Segmenter`, the stages around it, post-processing, the report, uncertainty scores, and
 :func:`segment` for many files (in one process, or on Ray)."""
 
-from universal.inference.batch import CaseOutcome, segment
+from universal.inference.batch import segment
+from universal.inference.jobs import CaseOutcome
 from universal.inference.result import Segmentation
 from universal.inference.segmenter import Segmenter
 from universal.inference.settings import InferenceSettings

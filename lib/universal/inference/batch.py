@@ -1,11 +1,8 @@
 """Files in, files out: :func:`segment` segments many scans with one model, in this process or on
 Ray (:mod:`universal.inference.on_ray`), and writes a case folder per scan and ``summary.csv``.
 
-A case runs as three steps with one contract between them (:class:`CaseJob`): ``read`` (the file to
-a :class:`~universal.inference.stages.PreparedScan`), the network
-(:meth:`~universal.inference.segmenter.Segmenter.predict`) and ``write`` (finish and save the case
-folder, ``report.json`` last). Both engines run these same steps, so their outputs are the same. A
-case that fails is reported and the others go on.
+A case runs as the three steps of :class:`~universal.inference.jobs.CaseJob`, which both engines
+run, so their outputs are the same. A case that fails is reported and the others go on.
 """
 
 from __future__ import annotations
@@ -14,77 +11,23 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from universal.catalog import ClassKey
 from universal.errors import UniversalError
 from universal.inference.cases import CaseInput, list_cases
+from universal.inference.jobs import CASE_ERRORS, CaseJob, CaseOutcome
 from universal.inference.result import REPORT_NAME
 from universal.inference.segmenter import Segmenter
 from universal.inference.settings import InferenceSettings
-from universal.inference.stages import IO_STAGES, CasePlan, Prediction, PreparedScan
+from universal.inference.stages import CasePlan
 from universal.io.atomic import atomic_write_text
-from universal.io.dicom import read_series
-from universal.io.scans import read_scan, select_ct_series
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.progress import progress_bar
 
 ENGINES = ("local", "ray")
 SUMMARY_NAME = "summary.csv"
-# Errors that belong to a case (its file, its size, the device's memory): the case fails, the run goes on.
-CASE_ERRORS = (UniversalError, RuntimeError, MemoryError, OSError)
-
-
-@dataclass(frozen=True)
-class CaseOutcome:
-    """What happened to one input: ``status`` is ``"done"``, ``"skipped"`` (finished before, with
-    ``resume``), ``"failed"`` (``error`` says why) or ``"not run"`` (the run stopped first);
-    ``seconds`` of work on it."""
-
-    name: str
-    source: str
-    status: str
-    folder: Path
-    error: str = ""
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class CaseJob:
-    """What every case of a run shares: the stages around the network (``plan``), the class ids to
-    segment, and where and what to write. Holds no weights, so it travels to workers."""
-
-    plan: CasePlan
-    classes: list[int]
-    output: Path
-    masks: bool = False
-    dicom_seg: bool = False
-
-    def read(self, case: CaseInput) -> PreparedScan:
-        """Read ``case`` and bring it to model space."""
-        started = time.perf_counter()
-        scan = replace(read_scan(case.path, series=case.series), name=case.name)
-        read_seconds = time.perf_counter() - started
-        prepared = self.plan.prepare(scan, self.classes)
-        prepared.timings["read"] = round(read_seconds, 3)
-        return prepared
-
-    def write(self, case: CaseInput, prepared: PreparedScan, prediction: Prediction) -> CaseOutcome:
-        """Finish ``case`` and write its folder; the outcome's seconds are the case's stages' sum."""
-        result = self.plan.finish(prepared, prediction)
-        source = read_series(case.path, select_ct_series(case.path, case.series)) if self.dicom_seg else None
-        result.save(self.folder(case), masks=self.masks, dicom_series=source)
-        return CaseOutcome(case.name, str(case.path), "done", self.folder(case),
-                           seconds=round(sum(result.report["timings_s"][stage] for stage in ("total", *IO_STAGES)), 3))
-
-    def failure(self, case: CaseInput, error: Exception | str, seconds: float = 0.0) -> CaseOutcome:
-        message = error if isinstance(error, str) else describe_error(error)
-        return CaseOutcome(case.name, str(case.path), "failed", self.folder(case), message, round(seconds, 3))
-
-    def folder(self, case: CaseInput) -> Path:
-        return self.output / case.name
 
 
 def segment(
@@ -198,9 +141,3 @@ def write_summary(path: Path, outcomes: Sequence[CaseOutcome]) -> None:
         table.writerow([outcome.name, outcome.source, outcome.status, f"{outcome.seconds:.3f}", outcome.error])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text.getvalue())
-
-
-def describe_error(error: Exception) -> str:
-    """One line: the library's own message, or the type and first line of any other error."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return first if isinstance(error, UniversalError) else f"{type(error).__name__}: {first}"

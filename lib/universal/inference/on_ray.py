@@ -1,4 +1,4 @@
-"""Many scans on Ray: the same three steps as in one process (:class:`~universal.inference.batch.CaseJob`),
+"""Many scans on Ray: the same three steps as in one process (:class:`~universal.inference.jobs.CaseJob`),
 spread so that the network is fed while the CPUs read and write.
 
 - ``read`` (file → model space) and ``write`` (post-process, measure, save) run as Ray tasks on CPU
@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from universal.errors import UniversalError
-from universal.inference.batch import CASE_ERRORS, CaseJob, CaseOutcome, describe_error
 from universal.inference.cases import CaseInput
+from universal.inference.jobs import CASE_ERRORS, CaseJob, CaseOutcome, describe_error
 from universal.inference.segmenter import Segmenter
 from universal.inference.settings import InferenceSettings
 from universal.inference.stages import Prediction, PreparedScan
