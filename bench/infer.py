@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import resource
 import subprocess
 import time
@@ -36,11 +35,10 @@ from window_profile import profile_window
 
 import universal
 from universal.devices import cpu_description
-from universal.inference.calibration import phantom_windows
 from universal.io.atomic import atomic_write_text
 from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAM_SIZES
 from universal.nets.openvino import openvino_trunk
-from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, make_phantom
+from universal.synth import CLINICAL_SHAPE, CLINICAL_SPACING, calibration_windows, make_phantom
 from universal.training.metrics import dice
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -117,13 +115,14 @@ def compare(model: universal.UniversalModel, scan: universal.Scan, args: argpars
              *([(None, replace(default, precision="int8"))] if args.int8 else [])]
     if args.int8:  # once per weights (cached on disk): calibration and its check are not part of a scan's time
         started = time.perf_counter()
-        openvino_trunk(model, "int8", functools.partial(phantom_windows, model.input_spec))
+        openvino_trunk(model, "int8", calibration_windows)
         print(f"int8 trunk ready (calibrated and checked once per weights) in {time.perf_counter() - started:.1f} s")
     warm_up(model, [ReferenceSegmenter(model, reference_settings, progress=False),
-                    *(universal.Segmenter(model, settings, progress=False) for _, settings in plans)])
+                    *(universal.Segmenter(model, settings, progress=False, calibration=calibration_windows)
+                      for _, settings in plans)])
     runs = []
     for classes, settings in plans:
-        segmenter = universal.Segmenter(model, settings, progress=True)
+        segmenter = universal.Segmenter(model, settings, progress=True, calibration=calibration_windows)
         started = time.perf_counter()
         result = segmenter(scan, classes)
         runs.append((classes, result, time.perf_counter() - started, peak_rss_mib()))
@@ -222,7 +221,7 @@ def main() -> None:
         return
     rss_before = peak_rss_mib()
 
-    segmenter = universal.Segmenter(model, settings, progress=True)
+    segmenter = universal.Segmenter(model, settings, progress=True, calibration=calibration_windows)
     gflop = window_gflop(segmenter.model, device)
     peak = matmul_peak_gflops(device)
     result = segmenter(scan)

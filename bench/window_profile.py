@@ -17,6 +17,8 @@ import universal
 from universal.devices import cpu_description
 from universal.inference.windows import BlendBand, gaussian_weights, logit
 from universal.nets.heads import HEAD_PARAM_SIZES, run_heads
+from universal.nets.runtime import choose_runtime
+from universal.synth import calibration_windows
 
 HEAD_MACS = sum(HEAD_PARAM_SIZES[:3])  # multiply-adds per head and voxel: its three weight matrices
 
@@ -87,18 +89,19 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
     torch.manual_seed(0)
     window = torch.rand(1, 1, *model.input_spec.window_size) * 0.6
     channels = list(range(model.num_classes))
-    segmenter = universal.Segmenter(model, settings, progress=False)
-    segmenter._choose_runtime(10**6)  # as for a large scan
+    device, dtype = settings.torch_device(), settings.torch_dtype(settings.torch_device())
+    runtime = choose_runtime(model, device, dtype, 10**6, precision=settings.precision,  # as for a large scan
+                             runtime=settings.runtime, compile=settings.compile, calibration=calibration_windows)
     print(f"CPU            {cpu_description()}")
     conv_peak, matmul_peak, float32_peak = peaks()
     print(f"peaks          bfloat16 3×3×3 convolution {conv_peak:.0f} GFLOP/s, bfloat16 matrix product "
           f"{matmul_peak:.0f} GFLOP/s, float32 matrix product {float32_peak:.0f} GFLOP/s (oneDNN, measured)")
-    with torch.inference_mode(), torch.autocast("cpu", dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
-        image, head_input = segmenter.trunk(window)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        image, head_input = runtime.trunk(window)
         params = model.head_parameters(image, channels)
-        trunk, heads = steps_seconds([lambda: segmenter.trunk(window),  # in turn, as windows run them
-                                      lambda: model.heads(image, head_input, channels, run=segmenter.run_heads)])
-        logits = model.heads(image, head_input, channels, run=segmenter.run_heads).float()
+        trunk, heads = steps_seconds([lambda: runtime.trunk(window),  # in turn, as windows run them
+                                      lambda: model.heads(image, head_input, channels, run=runtime.heads)])
+        logits = model.heads(image, head_input, channels, run=runtime.heads).float()
         batched = seconds(lambda: run_heads(head_input.float(), params.float()))
     rows = []
     for name, run in backbone_stages(model, window):
@@ -110,10 +113,10 @@ def profile_window(model: universal.UniversalModel, settings: universal.Inferenc
     box = tuple(slice(0, size) for size in model.input_spec.window_size)
     blending = seconds(lambda: band.add([box], logits))
     threshold = seconds(lambda: (logits > logit(settings.threshold)).numpy())
-    runtime = f"{segmenter.runtime}{' compiled' * segmenter.compiled} {settings.precision}"
+    path = f"{runtime.name}{' compiled' * runtime.compiled} {settings.precision}"
     total = trunk + heads + blending + threshold
     rows += [  # (stage, seconds, GFLOP, part of the window as run)
-        (f"trunk, {runtime}", trunk, trunk_gflop, True),
+        (f"trunk, {path}", trunk, trunk_gflop, True),
         (f"heads ({len(channels)} classes, float32), as run", heads, heads_gflop, True),
         (f"heads ({len(channels)} classes, float32), batched eager", batched, heads_gflop, False),
         ("blending", blending, None, True),

@@ -33,6 +33,11 @@ def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32 if precision == INT8 else PRECISIONS[precision]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``"bfloat16"``: the name :data:`PRECISIONS` uses."""
+    return str(dtype).removeprefix("torch.")
+
+
 def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The autocast precision of training: ``"auto"`` is bfloat16 on CUDA GPUs that support it and
     float32 elsewhere (a CPU trains in float32). Otherwise the named precision."""

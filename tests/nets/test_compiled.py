@@ -8,12 +8,10 @@ import logging
 import weakref
 
 import numpy as np
-import pytest
 import torch
 
 from universal import InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.errors import UniversalError
-from universal.nets.compiled import COMPILE_MIN_WINDOWS, CompiledHeads, compiled_trunk, worth_compiling
+from universal.nets.compiled import CompiledHeads, compiled_trunk
 from universal.nets.heads import HEAD_CHANNELS, pointwise_heads, run_heads
 from universal.synth import make_phantom
 
@@ -97,20 +95,6 @@ def test_segmenter_gives_the_same_masks_compiled_and_reports_it():
     assert np.array_equal(compiled.label_map, eager.label_map)
     auto = Segmenter(model, InferenceSettings(precision="float32"), progress=False)(scan)
     assert not auto.report["settings"]["compiled"]  # float32: compiling does not pay
-
-
-def test_auto_compiles_a_bfloat16_unet_on_the_cpu_for_enough_work():
-    cpu, many = torch.device("cpu"), COMPILE_MIN_WINDOWS
-    released, swin, small = UniversalModel("unet"), UniversalModel("swinunetr"), small_model()
-    assert worth_compiling(released, cpu, torch.bfloat16, many)
-    assert not worth_compiling(released, cpu, torch.bfloat16, many - 1)
-    assert not worth_compiling(released, cpu, torch.float32, many)
-    assert not worth_compiling(swin, cpu, torch.bfloat16, many)  # minutes of compilation
-    assert not worth_compiling(released, torch.device("cuda"), torch.bfloat16, many)
-    assert not worth_compiling(small, cpu, torch.bfloat16, many)  # width 8, 32³ windows: 1/432 of the work
-    assert worth_compiling(small, cpu, torch.bfloat16, many * 432)
-    with pytest.raises(UniversalError, match="compile must be auto, on, off"):
-        InferenceSettings(compile="yes")
 
 
 def test_a_failed_compilation_falls_back_to_eager_code(monkeypatch, caplog):

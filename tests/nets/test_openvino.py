@@ -18,11 +18,10 @@ from tiny import PHANTOM, tiny_model
 import universal
 from universal import InferenceSettings, Segmenter
 from universal.errors import UniversalError
-from universal.inference import segmenter as segmenter_module
 from universal.io.download import cache_dir
 from universal.nets import openvino as openvino_module
 from universal.nets.openvino import openvino_trunk
-from universal.synth import make_phantom
+from universal.synth import calibration_windows, make_phantom
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +73,8 @@ def test_openvino_segments_as_torch_does(scan):
 
 def test_int8_is_calibrated_once_and_reports_its_agreement(scan, monkeypatch):
     model = tiny_model()
-    result = Segmenter(model, InferenceSettings(precision="int8"), progress=False)(scan)
+    int8 = InferenceSettings(precision="int8")
+    result = Segmenter(model, int8, progress=False, calibration=calibration_windows)(scan)
     settings = result.report["settings"]
     assert settings["precision"] == "int8" and settings["runtime"] == "openvino"
     agreement = settings["int8_agreement"]
@@ -89,30 +89,16 @@ def test_int8_is_calibrated_once_and_reports_its_agreement(scan, monkeypatch):
 
     monkeypatch.setattr(nncf, "quantize", no_second_calibration)
     monkeypatch.setattr(openvino_module, "_loaded", weakref.WeakKeyDictionary())  # a new process: the disk cache
-    again = Segmenter(tiny_model(), InferenceSettings(precision="int8"), progress=False)(scan)
+    again = Segmenter(tiny_model(), int8, progress=False)(scan)  # no calibration needed now
     assert again.report["settings"]["int8_agreement"] == agreement
     assert np.array_equal(again.label_map, result.label_map)
-
-
-def test_auto_takes_openvino_for_a_bfloat16_unet_on_amx_with_enough_work(monkeypatch):
-    released, small = universal.UniversalModel("unet"), tiny_model()
-    monkeypatch.setattr(segmenter_module, "cpu_has_amx", lambda: True)
-    on_cpu, in_float32 = (InferenceSettings(device="cpu", precision=p) for p in ("bfloat16", "float32"))
-    assert Segmenter(released, on_cpu, progress=False)._on_openvino(16)
-    assert not Segmenter(released, on_cpu, progress=False)._on_openvino(15)  # too little work for a conversion
-    assert not Segmenter(small, on_cpu, progress=False)._on_openvino(16)
-    assert not Segmenter(released, in_float32, progress=False)._on_openvino(99)
-    assert not Segmenter(universal.UniversalModel("swinunetr"), on_cpu, progress=False)._on_openvino(99)
-    assert Segmenter(small, InferenceSettings(device="cpu", precision="int8"), progress=False)._on_openvino(1)
-    monkeypatch.setattr(segmenter_module, "cpu_has_amx", lambda: False)  # AVX-512 BF16 alone: compiled torch
-    assert not Segmenter(released, on_cpu, progress=False)._on_openvino(99)
 
 
 def test_without_openvino_asking_for_it_says_how_to_install_it(scan, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(UniversalError, match=r"pip install 'universal-model\[openvino\]'"):
         Segmenter(tiny_model(), InferenceSettings(runtime="openvino"), progress=False)(scan)
-    assert not segmenter_module.openvino_available()
+    assert not openvino_module.openvino_available()
     with pytest.raises(UniversalError, match="int8 runs on OpenVINO"):
         InferenceSettings(precision="int8", runtime="torch")
 

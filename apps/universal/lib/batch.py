@@ -25,6 +25,7 @@ from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
 from universal.inference.jobs import CaseOutcome
 from universal.inference.result import LABEL_MAP_NAME
+from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, parse_number
 from .infer import inference_settings
@@ -75,7 +76,8 @@ class UniversalBatchInfer:
             if cases:
                 universal.segment(cases, folder, model=model, settings=settings, progress=False, on_case=save,
                                   classes=request.get("classes") or request.get("label_prompt") or None,
-                                  engine=engine, address=request.get("ray_address") or None, workers=workers)
+                                  engine=engine, address=request.get("ray_address") or None, workers=workers,
+                                  calibration=calibration_windows)
         done = sum(entry["status"] == "done" for entry in results.values())
         log.info("batch inference: %d of %d images labelled (%s)", done, len(image_ids), tag)
         return results

@@ -26,6 +26,7 @@ from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
 from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError
+from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, http_error, parse_bool, parse_number
 from .state import AppState, ModelNotReady, device_choices
@@ -92,7 +93,7 @@ class UniversalInfer(InferTask):
             raise http_error(422, f"bad inference parameter: {error}") from error
         try:
             model, version = self.state.serving(settings.device)
-            segmenter = universal.Segmenter(model, settings, progress=False)
+            segmenter = universal.Segmenter(model, settings, progress=False, calibration=calibration_windows)
             wanted = segmenter.catalog.select(classes)
         except ModelNotReady as error:
             raise http_error(503, str(error)) from error

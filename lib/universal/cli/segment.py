@@ -15,6 +15,7 @@ from universal.inference.on_ray import INSTALL_HINT
 from universal.inference.result import REPORT_NAME
 from universal.inference.settings import COMPILE_CHOICES, RUNTIMES, InferenceSettings
 from universal.nets.registry import DEFAULT_BACKBONE
+from universal.nets.runtime import COMPILE_MIN_WINDOWS
 
 
 def add_parser(commands) -> None:
@@ -46,7 +47,8 @@ def add_parser(commands) -> None:
                 "OpenVINO, faster with a less exact answer (its agreement with float32 is reported)",
                 choices=("auto", *PRECISIONS, INT8))
     add_setting(seg, "--compile", infer, "compile",
-                "compile the trunk and heads; auto: a bfloat16 U-Net on the CPU, 16 released-size windows or more",
+                "compile the trunk and heads; auto: a bfloat16 U-Net on the CPU, "
+                f"{COMPILE_MIN_WINDOWS} released-size windows or more",
                 choices=COMPILE_CHOICES)
     add_setting(seg, "--runtime", infer, "runtime",
                 "what runs the trunk; auto: OpenVINO for int8 and for a bfloat16 U-Net on CPUs with AMX, else torch",
@@ -67,6 +69,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from universal.inference import segment
+    from universal.synth import calibration_windows
 
     settings = settings_from(args, InferenceSettings, skip_air=not args.every_window, localize=not args.every_window)
     if args.ray and Path(args.ray).exists():  # `--ray scan.nii.gz ...`: an input, not an address
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes = segment(args.inputs, args.output, model=args.model, classes=args.classes, masks=args.masks,
                        resume=args.resume, series=args.series, dicom_seg=args.dicom_seg, settings=settings,
                        progress=not args.quiet, on_case=tell, engine="local" if args.ray is None else "ray",
-                       address=args.ray or None, workers=args.workers)
+                       address=args.ray or None, workers=args.workers, calibration=calibration_windows)
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if not args.quiet:
         print(f"summary of every case: {args.output / SUMMARY_NAME}")

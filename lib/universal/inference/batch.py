@@ -24,6 +24,7 @@ from universal.inference.stages import CasePlan
 from universal.io.atomic import atomic_write_text
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
+from universal.nets.runtime import Calibration
 from universal.progress import progress_bar
 
 ENGINES = ("local", "ray")
@@ -46,6 +47,7 @@ def segment(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    calibration: Calibration | None = None,
 ) -> list[CaseOutcome]:
     """Segment CT scans into ``output/<case>/`` and list every case in ``output/summary.csv``.
 
@@ -62,6 +64,7 @@ def segment(
     post-processing and writing run as Ray tasks and actors (:mod:`universal.inference.on_ray`), on
     the cluster at ``address`` (default: a Ray instance started here), with ``workers`` network
     workers (default: one per GPU, or one on the CPUs). Outcomes are returned in input order.
+    ``calibration``: the windows an int8 trunk is quantized on (as for :class:`Segmenter`).
     """
     from universal.nets.checkpoint import load_model
 
@@ -109,9 +112,10 @@ def segment(
             if engine == "ray":
                 from universal.inference.on_ray import run_on_ray
 
-                run_on_ray(job, todo, loaded, settings, record, address=address, workers=workers)
+                run_on_ray(job, todo, loaded, settings, record, address=address, workers=workers,
+                           calibration=calibration)
             else:
-                run_here(job, todo, Segmenter(loaded, settings, progress=progress), record)
+                run_here(job, todo, Segmenter(loaded, settings, progress=progress, calibration=calibration), record)
     finally:
         ordered = [outcomes.get(case.name) or CaseOutcome(case.name, str(case.path), "not run", job.folder(case))
                    for case in cases]

@@ -34,6 +34,7 @@ from universal.inference.segmenter import Segmenter
 from universal.inference.settings import InferenceSettings
 from universal.inference.stages import Prediction, PreparedScan
 from universal.nets.model import UniversalModel
+from universal.nets.runtime import Calibration
 
 RETRIES = 2  # more runs of a case whose worker process died
 INSTALL_HINT = "pip install 'universal-model[ray]'"
@@ -52,9 +53,10 @@ class NetworkWorker:
     """The network in one Ray actor: the model is loaded once, when the actor starts (and again
     if Ray restarts it)."""
 
-    def __init__(self, model: UniversalModel, settings: InferenceSettings, threads: int):
+    def __init__(self, model: UniversalModel, settings: InferenceSettings, threads: int,
+                 calibration: Calibration | None = None):
         torch.set_num_threads(threads)
-        self.segmenter = Segmenter(model, settings, progress=False)
+        self.segmenter = Segmenter(model, settings, progress=False, calibration=calibration)
 
     def predict(self, prepared: PreparedScan) -> Prediction | str:
         """The prediction, or the one-line reason the case failed."""
@@ -94,7 +96,7 @@ def remote_steps():
 
 def run_on_ray(job: CaseJob, cases: Sequence[CaseInput], model: UniversalModel, settings: InferenceSettings,
                record: Callable[[CaseOutcome], None], *, address: str | None = None,
-               workers: int | None = None) -> None:
+               workers: int | None = None, calibration: Calibration | None = None) -> None:
     """Segment ``cases`` on the Ray cluster at ``address`` (a local instance started here when
     ``None``, or the one this process is already connected to), calling ``record`` with each outcome."""
     ray = import_ray()
@@ -116,7 +118,7 @@ def run_on_ray(job: CaseJob, cases: Sequence[CaseInput], model: UniversalModel, 
         else:  # network workers share the CPUs, and one CPU stays free for reading and writing
             options, threads = {"num_cpus": max(cpus - 1, 1) / count}, max(cpus // count, 1)
         model_ref, job_ref = ray.put(on_cpu(model)), ray.put(job)
-        actors = [worker.options(**options).remote(model_ref, settings, threads) for _ in range(count)]
+        actors = [worker.options(**options).remote(model_ref, settings, threads, calibration) for _ in range(count)]
         idle = set(range(count))
         queue, prepared_cases = deque(cases), deque()
         reading, predicting, writing = {}, {}, {}

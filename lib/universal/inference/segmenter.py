@@ -12,7 +12,6 @@ reaches it, so memory holds one band of logits, not all classes over the whole s
 
 from __future__ import annotations
 
-import functools
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,9 +20,8 @@ import numpy as np
 import torch
 
 from universal.catalog import Catalog, ClassKey
-from universal.devices import INT8, cpu_has_amx
+from universal.devices import INT8, dtype_name
 from universal.errors import UniversalError
-from universal.inference.calibration import phantom_windows
 from universal.inference.result import Segmentation
 from universal.inference.settings import LOCALIZE_MAX_CLASSES, InferenceSettings
 from universal.inference.stages import CasePlan, Prediction, PreparedScan
@@ -38,10 +36,8 @@ from universal.inference.windows import (
     window_boxes,
 )
 from universal.io.scans import Scan
-from universal.nets.compiled import CompiledTrunk, compiled_heads, compiled_trunk, worth_compiling
-from universal.nets.heads import run_heads
 from universal.nets.model import UniversalModel
-from universal.nets.openvino import OpenVinoTrunk, openvino_available, openvino_trunk
+from universal.nets.runtime import Calibration, choose_runtime, eager
 from universal.progress import progress_bar
 
 
@@ -49,16 +45,20 @@ class Segmenter:
     """A loaded model and the settings to segment scans with it.
 
     ``segmenter(scan, classes=None)`` → :class:`Segmentation`. ``classes`` (names or ids, default
-    all) computes only those heads plus the organs their post-processing reads.
+    all) computes only those heads plus the organs their post-processing reads. What runs the trunk
+    and heads is chosen per scan (:mod:`universal.nets.runtime`); ``calibration`` gives the windows an
+    int8 trunk is quantized on (e.g. :func:`universal.synth.calibration_windows`).
     """
 
-    def __init__(self, model: UniversalModel, settings: InferenceSettings | None = None, progress: bool = True):
+    def __init__(self, model: UniversalModel, settings: InferenceSettings | None = None, progress: bool = True,
+                 calibration: Calibration | None = None):
         self.settings = settings or InferenceSettings()
         self.device = self.settings.torch_device()
         self.dtype = self.settings.torch_dtype(self.device)
         self.model = model.to(self.device).eval()
         self.progress = progress
-        self.trunk, self.run_heads = self.model.trunk, run_heads  # or compiled forms: chosen per scan
+        self.calibration = calibration
+        self.runtime = eager(self.model)  # the last scan's
         if len(model.catalog) > 255:
             raise UniversalError(f"a uint8 label map holds at most 255 classes; this model has {len(model.catalog)}")
 
@@ -81,9 +81,9 @@ class Segmenter:
         started = time.perf_counter()
         masks = self.predict_masks(prepared.image, prepared.channels, prepared.name)
         windows = len(window_boxes(prepared.image.shape[1:], self.model.input_spec.window_size, self.settings.overlap))
-        precision = INT8 if self.settings.precision == INT8 else str(self.dtype).removeprefix("torch.")
-        return Prediction(masks, windows, str(self.device), precision, self.compiled, time.perf_counter() - started,
-                          self.runtime, getattr(self.trunk, "agreement", None))
+        precision = INT8 if self.settings.precision == INT8 else dtype_name(self.dtype)
+        return Prediction(masks, windows, str(self.device), precision, self.runtime.compiled,
+                          time.perf_counter() - started, self.runtime.name, self.runtime.agreement)
 
     # -- sliding window -----------------------------------------------------------------------
 
@@ -106,7 +106,9 @@ class Segmenter:
         boxes = window_boxes(padded.shape[1:], roi, self.settings.overlap)
         if self.settings.skip_air:
             boxes = [box for box in boxes if bool(padded[(slice(None), *box)].max() > 0)]
-        self._choose_runtime(len(boxes))
+        settings = self.settings
+        self.runtime = choose_runtime(self.model, self.device, self.dtype, len(boxes), precision=settings.precision,
+                                      runtime=settings.runtime, compile=settings.compile, calibration=self.calibration)
         known: dict[tuple, torch.Tensor] = {}  # logits (K, *roi) of windows already run, by box_key
         region = None
         if self.settings.localize and len(channels) <= LOCALIZE_MAX_CLASSES and boxes:
@@ -159,49 +161,11 @@ class Segmenter:
         region.grow()
         return known, region
 
-    def _choose_runtime(self, windows: int) -> None:
-        """The trunk and heads for the next ``windows`` windows, as ``settings.runtime`` and
-        ``settings.compile`` say."""
-        if self._on_openvino(windows):
-            precision = self.settings.precision if self.settings.precision == INT8 else str(self.dtype)[6:]
-            calibration = functools.partial(phantom_windows, self.model.input_spec)
-            self.trunk = openvino_trunk(self.model, precision, calibration)
-            self.run_heads = run_heads if self.settings.compile == "off" else compiled_heads()
-        elif self.settings.compile == "on" or (
-                self.settings.compile == "auto" and worth_compiling(self.model, self.device, self.dtype, windows)):
-            self.trunk, self.run_heads = compiled_trunk(self.model), compiled_heads()
-        else:
-            self.trunk, self.run_heads = self.model.trunk, run_heads
-
-    def _on_openvino(self, windows: int) -> bool:
-        """Whether the trunk runs on OpenVINO: asked for, int8, or (auto) a bfloat16 trunk the registry
-        runs there on a CPU with AMX, when OpenVINO is installed and the work repays a conversion."""
-        runtime = self.settings.runtime
-        if runtime == "auto":
-            runtime = "openvino" if self.settings.precision == INT8 or (
-                self.model.record.openvino_on_amx and self.device.type == "cpu" and self.dtype == torch.bfloat16
-                and cpu_has_amx() and openvino_available()
-                and worth_compiling(self.model, self.device, self.dtype, windows)) else "torch"
-        if runtime == "openvino" and self.device.type != "cpu":
-            raise UniversalError(f"the OpenVINO runtime{' of int8' * (self.settings.precision == INT8)} runs on the "
-                                 f"CPU, not {self.device}; use device cpu")
-        return runtime == "openvino"
-
-    @property
-    def runtime(self) -> str:
-        """What ran the last scan's trunk: ``"openvino"`` or ``"torch"``."""
-        return "openvino" if isinstance(self.trunk, OpenVinoTrunk) else "torch"
-
-    @property
-    def compiled(self) -> bool:
-        """Whether the last scan's trunk ran through TorchInductor's compiled code."""
-        return isinstance(self.trunk, CompiledTrunk) and self.trunk.active
-
     def window_logits(
         self, windows: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int]
     ) -> torch.Tensor:
         """Logits (B, K, *roi) of output ``channels`` for windows (B, 1, *roi); ``boxes`` locate the
         windows in the padded image (a subclass may use them, e.g. to replay known answers)."""
         self.model.check_window(windows.shape)
-        image, head_input = self.trunk(windows)
-        return self.model.heads(image, head_input, channels, run=self.run_heads)
+        image, head_input = self.runtime.trunk(windows)
+        return self.model.heads(image, head_input, channels, run=self.runtime.heads)

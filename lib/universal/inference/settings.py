@@ -24,12 +24,10 @@ class InferenceSettings:
     native bfloat16 arithmetic, float32 on other CPUs), ``"float32"``, ``"bfloat16"``, ``"float16"``, or
     ``"int8"`` (an int8 trunk on OpenVINO, quantized on phantom windows: faster, a less exact answer).
     ``threshold``: probability above which a voxel belongs to a class. ``postprocess``: apply
-    :mod:`universal.inference.postprocess`. ``compile``: run the backbone through TorchInductor
-    (:mod:`universal.nets.compiled`): ``"auto"`` (a U-Net in bfloat16 on the CPU, for scans of at least
-    ``COMPILE_MIN_WINDOWS`` released-size windows' work), ``"on"`` or ``"off"``; the heads compile with
-    the trunk. ``runtime``: what runs the trunk: ``"torch"``, ``"openvino"`` (:mod:`universal.nets.openvino`)
-    or ``"auto"``: OpenVINO for int8, and for a bfloat16 U-Net on a CPU with AMX when OpenVINO is
-    installed, for as much work as compiling needs; torch otherwise.
+    :mod:`universal.inference.postprocess`. ``compile``: run the trunk through TorchInductor
+    (:mod:`universal.nets.compiled`): ``"auto"``, ``"on"`` or ``"off"``; the heads compile with the
+    trunk. ``runtime``: what runs the trunk: ``"torch"``, ``"openvino"`` (:mod:`universal.nets.openvino`)
+    or ``"auto"``. What ``auto`` takes, for which work, is the table of :mod:`universal.nets.runtime`.
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are

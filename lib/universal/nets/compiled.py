@@ -2,10 +2,8 @@
 
 Compiling the trunk (backbone, image feature and head input: :meth:`UniversalModel.trunk`) fuses the
 normalisation, ReLU and layout changes around each convolution and, with *freezing*, packs the
-weights once. On a 2-core AVX-512 BF16 CPU one released-size U-Net window (96³, bfloat16) then took
-4.1 s instead of 6.1 s; in float32 the gain is small (10.1 s against 11.0 s). The first window pays
-for the compilation (10-20 s for the U-Net, over 2 min for Swin UNETR, which then gains 1.25×), so
-:func:`worth_compiling` is what ``compile="auto"`` asks. The heads compile into one fused loop
+weights once; the first window pays for the compilation, so :mod:`universal.nets.runtime` decides
+when it repays (its figures: bench/RESULTS.md). The heads compile into one fused loop
 (:func:`~universal.nets.heads.pointwise_heads`, :func:`compiled_heads`).
 
 Frozen weights are constants of the compiled code: when a model's trunk weights change (fine-tuning,
@@ -19,9 +17,7 @@ the heads then run uncompiled.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
-import math
 import types
 import weakref
 from collections.abc import Callable
@@ -32,37 +28,8 @@ from torch import nn
 from universal.nets.heads import pointwise_heads, run_heads
 from universal.nets.model import UniversalModel
 
-COMPILE_MIN_WINDOWS = 16  # released-size windows: at about 2 s saved per window, fewer do not repay 10-20 s
-RELEASED_WINDOW_VOXELS = 96**3
-
 log = logging.getLogger(__name__)
 _cache: weakref.WeakKeyDictionary[nn.Module, CompiledTrunk] = weakref.WeakKeyDictionary()
-
-
-def worth_compiling(model: UniversalModel, device: torch.device, dtype: torch.dtype, windows: int) -> bool:
-    """Whether ``compile="auto"`` compiles: a U-Net in bfloat16 on the CPU, for ``windows`` windows
-    that hold at least ``COMPILE_MIN_WINDOWS`` released-size windows' work (a window's work scales
-    with the width squared and the window's voxels: a width-8 model with 32³ windows does 1/432 of it).
-    """
-    if not model.record.compiles_on_cpu or device.type != "cpu" or dtype != torch.bfloat16:
-        return False
-    return windows * released_windows(model) >= COMPILE_MIN_WINDOWS
-
-
-def released_windows(model: UniversalModel) -> float:
-    """One window's work as a share of a released-size U-Net window's."""
-    return (model.width / model.record.width) ** 2 * math.prod(model.input_spec.window_size) / RELEASED_WINDOW_VOXELS
-
-
-def trunk_modules(model: UniversalModel) -> list[nn.Module]:
-    return [model.backbone, model.image_pool, model.feature_head]
-
-
-def weights_fingerprint(modules: list[nn.Module]) -> tuple[tuple[int, int], ...]:
-    """(storage address, version counter) of every parameter and buffer: it changes when any of them
-    is replaced or updated in place (optimiser steps, ``load_state_dict``, ``.to()``)."""
-    tensors = itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in modules)
-    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 class Compiled:
@@ -105,7 +72,7 @@ class CompiledTrunk(Compiled):
         trunk = type(model).trunk
         super().__init__(torch.compile(own_function(trunk), dynamic=False, fullgraph=True), trunk,
                          {"freezing": True}, "compiling the trunk failed, so it runs uncompiled")
-        self.fingerprint = weights_fingerprint(trunk_modules(model))
+        self.fingerprint = model.trunk_fingerprint()
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return super().__call__(self.model(), x)
@@ -122,7 +89,7 @@ def compiled_trunk(model: UniversalModel) -> CompiledTrunk:
     """The compiled trunk of ``model``, shared by every caller while its trunk weights stay the same;
     a new one (its code holds the old weights as constants) when they changed."""
     entry = _cache.get(model)
-    if entry is None or entry.fingerprint != weights_fingerprint(trunk_modules(model)):
+    if entry is None or entry.fingerprint != model.trunk_fingerprint():
         entry = _cache[model] = CompiledTrunk(model)
     return entry
 
@@ -133,8 +100,8 @@ class CompiledHeads(Compiled):
     :func:`~universal.nets.heads.run_heads` once compilation has failed."""
 
     def __init__(self):
-        # fused multiply-adds: 0.052 s instead of 0.063 s for 32 heads of a 96³ window; each value is
-        # still computed by one expression whatever the other heads are
+        # fused multiply-adds (faster: bench/RESULTS.md); each value is still computed by one expression
+        # whatever the other heads are
         super().__init__(torch.compile(pointwise_heads, dynamic=True, fullgraph=True), run_heads,
                          {"cpp.enable_floating_point_contract_flag": "fast"},
                          "compiling the heads failed, so they run uncompiled")

@@ -9,6 +9,7 @@ head input (:mod:`universal.nets.heads`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,19 @@ class UniversalModel(nn.Module):
         input (B, 8, D, H, W))."""
         bottleneck, features = self.backbone(x)
         return self.image_pool(bottleneck).flatten(1), self.feature_head(features)
+
+    @property
+    def trunk_modules(self) -> list[nn.Module]:
+        """The modules :meth:`trunk` runs."""
+        return [self.backbone, self.image_pool, self.feature_head]
+
+    def trunk_fingerprint(self) -> tuple[tuple[int, int], ...]:
+        """(storage address, version counter) of every parameter and buffer of the trunk: it changes
+        when any of them is replaced or updated in place (optimiser steps, ``load_state_dict``,
+        ``.to()``), so a compiled or converted trunk knows when it is stale."""
+        modules = self.trunk_modules
+        tensors = itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in modules)
+        return tuple((t.data_ptr(), t._version) for t in tensors)
 
     def check_window(self, shape: Sequence[int]) -> None:
         """Raise ValueError unless ``shape`` is (B, 1, D, H, W) with sizes this backbone accepts."""

@@ -1,7 +1,7 @@
 """The trunk on OpenVINO, an optional runtime (``pip install 'universal-model[openvino]'``).
 
-On a CPU with AMX, OpenVINO runs the released U-Net's trunk in bfloat16 faster than compiled torch
-(bench/RESULTS.md), so ``runtime="auto"`` takes it there for enough work. ``precision="int8"``
+Where OpenVINO runs the trunk faster than compiled torch, ``runtime="auto"`` takes it
+(:mod:`universal.nets.runtime`). ``precision="int8"``
 runs an int8 trunk, quantized by NNCF's post-training quantization on phantom windows: faster, with
 an answer that changes more, so it is opt-in and its measured agreement with float32 is kept with
 it and reported.
@@ -33,13 +33,15 @@ from torch import nn
 from universal.devices import cpu_has_native_bfloat16
 from universal.errors import UniversalError
 from universal.io.download import cache_dir
-from universal.nets.compiled import trunk_modules, weights_fingerprint
 from universal.nets.heads import run_heads
-from universal.nets.model import UniversalModel
+from universal.nets.model import InputSpec, UniversalModel
 
 INSTALL_HINT = "pip install 'universal-model[openvino]'"
 PRECISIONS = ("bfloat16", "float32", "int8")
-CALIBRATION_WINDOWS, CHECK_WINDOWS = 8, 4  # phantom windows that calibrate an int8 trunk, and that measure it
+CALIBRATION_WINDOWS, CHECK_WINDOWS = 8, 4  # windows that calibrate an int8 trunk, and that measure it
+# (input spec, count, seed) → ``count`` windows, float32 (1, 1, *window), that an int8 trunk is
+# calibrated on and checked against (universal.synth.calibration_windows: phantom windows)
+Calibration = Callable[[InputSpec, int, int], list[np.ndarray]]
 KEEP_CONVERSIONS = 8  # the cache keeps the conversions used last (each fine-tuned model has its own)
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,12 @@ class OpenVinoTrunk:
     active = True
 
     def __init__(self, model: UniversalModel, precision: str,
-                 calibration: Callable[[int, int], list[np.ndarray]] | None = None):
+                 calibration: Calibration | None = None):
         if precision not in PRECISIONS:
             raise UniversalError(f"OpenVINO precision must be {', '.join(PRECISIONS)}, got {precision!r}")
         ov = import_openvino()
         self.precision = precision
-        self.fingerprint = weights_fingerprint(trunk_modules(model))
+        self.fingerprint = model.trunk_fingerprint()
         folder = cache_dir() / "openvino" / conversion_key(model, precision, ov.get_version())
         if not (folder / "info.json").is_file():
             build(model, precision, folder, calibration)
@@ -115,12 +117,12 @@ class OpenVinoTrunk:
 
 
 def openvino_trunk(model: UniversalModel, precision: str,
-                   calibration: Callable[[int, int], list[np.ndarray]] | None = None) -> OpenVinoTrunk:
+                   calibration: Calibration | None = None) -> OpenVinoTrunk:
     """The OpenVINO trunk of ``model`` in ``precision``, loaded once per process while the trunk's
     weights stay the same (converted, or read from the cache, when they change)."""
     entries = _loaded.setdefault(model, {})
     entry = entries.get(precision)
-    if entry is None or entry.fingerprint != weights_fingerprint(trunk_modules(model)):
+    if entry is None or entry.fingerprint != model.trunk_fingerprint():
         entry = entries[precision] = OpenVinoTrunk(model, precision, calibration)
     return entry
 
@@ -136,7 +138,7 @@ def conversion_key(model: UniversalModel, precision: str, version: str) -> str:
 
 
 def build(model: UniversalModel, precision: str, folder: Path,
-          calibration: Callable[[int, int], list[np.ndarray]] | None) -> None:
+          calibration: Calibration | None) -> None:
     """Convert the trunk (and for int8 quantize it and measure it) into ``folder``, in one step."""
     ov = import_openvino()
     log.info("converting the %s trunk to OpenVINO (%s), once for these weights", model.title, precision)
@@ -154,7 +156,8 @@ def build(model: UniversalModel, precision: str, folder: Path,
     info: dict = {"backbone": model.backbone_name, "precision": precision, "openvino": ov.get_version()}
     if precision == "int8":
         if calibration is None:
-            raise UniversalError("an int8 trunk needs calibration windows")
+            raise UniversalError("an int8 trunk is quantized once per weights on calibration windows, and none were "
+                                 "given: pass calibration=universal.synth.calibration_windows")
         converted, info["agreement"] = quantize(ov, converted, model, calibration)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -177,18 +180,18 @@ def prune(root: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def quantize(ov, converted, model: UniversalModel, calibration: Callable[[int, int], list[np.ndarray]]):
-    """``converted`` quantized to int8 by NNCF on phantom windows (``calibration(count, seed)``), and
-    its agreement with the float32 model on other phantom windows."""
+def quantize(ov, converted, model: UniversalModel, calibration: Calibration):
+    """``converted`` quantized to int8 by NNCF on ``calibration``'s windows (seed 0), and its agreement
+    with the float32 model on others (seed 1)."""
     try:
         import nncf
     except ImportError as error:
         raise UniversalError(f"int8 needs NNCF, which is not installed: {INSTALL_HINT}") from error
-    windows = calibration(CALIBRATION_WINDOWS, 0)
+    windows = calibration(model.input_spec, CALIBRATION_WINDOWS, 0)
     quantized = nncf.quantize(converted, nncf.Dataset(windows), subset_size=len(windows))
     compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
     return quantized, measure_agreement(model, lambda w: [torch.from_numpy(a) for a in compiled(w).values()],
-                                        calibration(CHECK_WINDOWS, 1))
+                                        calibration(model.input_spec, CHECK_WINDOWS, 1))
 
 
 def measure_agreement(model: UniversalModel, trunk: Callable, windows: Sequence[np.ndarray]) -> dict:

@@ -22,8 +22,9 @@ class BackboneRecord:
     library's naming (``marker``: a key prefix only it has; ``width_key``: the key whose first size is
     the width; ``legacy_prefixes``: released keys that lack ``backbone.``); its released file on the
     hub and the variable naming a local copy; whether ``compile="auto"`` compiles it on the CPU, and
-    whether ``runtime="auto"`` runs it on OpenVINO on a CPU with AMX; whether it is fully convolutional
-    (a graph traced at one window size holds at any other)."""
+    whether ``runtime="auto"`` runs it on OpenVINO on a CPU with AMX (the table and its figures:
+    :mod:`universal.nets.runtime`); whether it is fully convolutional (a graph traced at one window size
+    holds at any other)."""
 
     name: str
     title: str
@@ -47,8 +48,8 @@ BACKBONES = {
             name="unet", title="U-Net", width=32, size_divisor=8, min_size=16,
             marker="backbone.down_tr64.", width_key="backbone.down_tr64.ops.0.conv1.weight",
             released_file="clip_driven_universal_unet.pth", weights_env="UNIVERSAL_UNET_WEIGHTS",
-            compiles_on_cpu=True,  # 1.5× per bfloat16 window; Swin UNETR takes minutes to compile for 1.25×
-            openvino_on_amx=True,  # a bfloat16 window in 0.65× the compiled trunk's time (bench/RESULTS.md)
+            compiles_on_cpu=True,  # Swin UNETR takes minutes to compile for less (universal.nets.runtime)
+            openvino_on_amx=True,
             fully_convolutional=True,
         ),
         BackboneRecord(
@@ -65,7 +66,7 @@ BACKBONES = {
 # The backbone used wherever none is named (command line, Python, the app, training from scratch): the
 # reference's training default (train.py, --backbone unet), a third of Swin UNETR's parameters
 # (19.08M against 62.19M, ljwztc/CLIP-Driven-Universal-Model README.md), and the one whose CPU path is
-# compiled (universal.nets.compiled).
+# compiled or converted (universal.nets.runtime).
 DEFAULT_BACKBONE = "unet"
 
 

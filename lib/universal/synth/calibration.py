@@ -1,5 +1,5 @@
 """Phantom windows in a model's input space: what an int8 trunk is calibrated on and checked against
-(:mod:`universal.nets.openvino`)."""
+(the ``calibration`` of :mod:`universal.nets.openvino`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import numpy as np
 from universal.inference.preprocess import to_model_space
 from universal.inference.windows import pad_to_window, window_boxes
 from universal.nets.model import InputSpec
+from universal.synth.phantom import make_phantom
 
 PHANTOM_EXTENT_MM = (410.0, 410.0, 320.0)  # an abdomen from side to side, and from the lungs to the pelvis
 
 
-def phantom_windows(spec: InputSpec, count: int, seed: int) -> list[np.ndarray]:
+def calibration_windows(spec: InputSpec, count: int, seed: int) -> list[np.ndarray]:
     """``count`` windows, float32 (1, 1, *window), from phantom CTs (seeds ``seed``, ``seed`` + 100,
     ...) brought to ``spec``'s space: windows that tile the body side by side, spread evenly over it,
     none of them air alone."""
-    from universal.synth import make_phantom  # the synth package reads dataset templates from training
-
     shape = tuple(max(round(extent / spacing), 8) for extent, spacing in zip(PHANTOM_EXTENT_MM, spec.spacing,
                                                                               strict=True))
     windows: list[np.ndarray] = []
