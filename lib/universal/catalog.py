@@ -23,6 +23,7 @@ from universal.io.atomic import atomic_write_text
 
 PROMPT_TEMPLATE = "A computerized tomography of a {}"
 KINDS = ("organ", "tumour", "cyst")
+DEFAULT_KIND = KINDS[0]  # a class is an organ unless it is named a lesion
 # Coded concepts a class may carry for DICOM Segmentation (SegmentedPropertyCategory, -Type, -TypeModifier)
 CODE_ROLES = ("category", "type", "modifier")
 
@@ -46,7 +47,7 @@ class ClassInfo:
     id: int
     name: str
     prompt: str
-    kind: str = "organ"
+    kind: str = DEFAULT_KIND
     parents: tuple[str, ...] = ()
     color: tuple[int, int, int] = (128, 128, 128)
     synonyms: tuple[str, ...] = field(default=())
@@ -54,7 +55,7 @@ class ClassInfo:
 
     @property
     def is_lesion(self) -> bool:
-        return self.kind != "organ"
+        return self.kind != DEFAULT_KIND
 
     def code(self, role: str) -> tuple[str, str, str] | None:
         """The coded concept (value, scheme, meaning) of ``role`` (one of :data:`CODE_ROLES`), if any."""
@@ -74,7 +75,7 @@ class ClassInfo:
                 id=int(record["id"]),
                 name=name,
                 prompt=str(record.get("prompt") or prompt_for(name)),
-                kind=str(record.get("kind", "organ")),
+                kind=str(record.get("kind", DEFAULT_KIND)),
                 parents=tuple(str(p) for p in record.get("parents") or ()),
                 color=tuple(int(c) for c in record.get("color") or (128, 128, 128)),
                 synonyms=tuple(str(s) for s in record.get("synonyms") or ()),
@@ -244,7 +245,7 @@ class Catalog:
         name: str,
         prompt: str | None = None,
         *,
-        kind: str = "organ",
+        kind: str = DEFAULT_KIND,
         parents: Iterable[str] = (),
         color: tuple[int, int, int] | None = None,
         synonyms: Iterable[str] = (),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -77,10 +78,12 @@ def test_before_the_first_publication_a_model_placed_by_hand_stays_current(tmp_p
 def test_a_training_note_becomes_its_failure_or_is_reported_lost(tmp_path):
     store = ModelStore(tmp_path / "model")
     store.folder.mkdir()
-    store.write_stats({"version": 3})
-    store.mark_training({"start_ts": 12})
-    store.training_failed("no annotated image")
-    assert store.stats() == {"version": 3, "failed": {"start_ts": 12, "reason": "no annotated image"}}
-    store.write_stats({"version": 3, "running": {"pid": 2**22 + 1, "start_ts": 13}})  # no such process
+    store.training.write({"version": 3})
+    store.training.running({"start_ts": 12})
+    assert store.training.read()["running"]["pid"] == os.getpid() and store.recover() == []  # alive: no report
+    store.training.failed("no annotated image")
+    assert store.training.read() == {"version": 3, "failed": {"start_ts": 12, "reason": "no annotated image"}}
+    store.training.write({"version": 3, "running": {"pid": 2**22 + 1, "start_ts": 13}})  # no such process
     assert any("reported as failed" in line for line in store.recover())
-    assert store.stats()["interrupted"]["status"] == "FAILED" and "running" not in store.stats()
+    stats = store.training.read()
+    assert stats["interrupted"]["status"] == "FAILED" and "running" not in stats

@@ -37,7 +37,7 @@ class UniversalTrainer(TrainTask):
                 "device": device_choices(), "multi_gpu": True}
 
     def stats(self) -> dict:
-        return self.state.store.stats()
+        return self.state.store.training.read()
 
     def __call__(self, request, datastore) -> dict:
         started = datetime.datetime.now()
@@ -46,11 +46,11 @@ class UniversalTrainer(TrainTask):
         annotations = self.state.annotations(datastore)
         asked = {k: request.get(k) for k in self.config()}
         log.info("training request: %s; %d annotated image(s)", asked, len(annotations))
-        self.state.store.mark_training({"start_ts": int(started.timestamp()), "request": asked})
+        self.state.store.training.running({"start_ts": int(started.timestamp()), "request": asked})
         try:
             result = finetune(self.state.store, source, annotations, settings)
         except BaseException as error:
-            self.state.store.training_failed(str(error) or type(error).__name__)
+            self.state.store.training.failed(str(error) or type(error).__name__)
             raise
         after = result.decision.after
         stats = {
@@ -64,7 +64,7 @@ class UniversalTrainer(TrainTask):
             "version": result.version if result.published else self.state.version(),
             "gate_summary": result.decision.summary(),
         }
-        self.state.store.write_stats(stats)  # finetune has logged the gate's decision
+        self.state.store.training.write(stats)  # finetune has logged the gate's decision
         return stats
 
     def _settings(self, request: dict) -> FinetuneSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from universal.catalog import DEFAULT_KIND, KINDS
 from universal.nets.text import read_embedding
 
 
@@ -18,7 +19,7 @@ def add_parser(commands) -> None:
     add.add_argument("--prompt", help="text to embed (default: 'A computerized tomography of a NAME')")
     add.add_argument("--embedding", type=Path, help="512-value embedding (.pt or .npy) instead of CLIP")
     add.add_argument("--clip-weights", type=Path, help="CLIP ViT-B-32 weights file (OpenAI ViT-B-32.pt)")
-    add.add_argument("--kind", choices=("organ", "tumour", "cyst"), default="organ")
+    add.add_argument("--kind", choices=KINDS, default=DEFAULT_KIND)
     add.add_argument("--parent", action="append", default=[], help="parent organ of a lesion (repeatable)")
     add.add_argument("--synonym", action="append", default=[], help="another accepted name (repeatable)")
     add.add_argument("--color", type=int, nargs=3, metavar=("R", "G", "B"), help="display colour, 0-255")

@@ -76,8 +76,10 @@ def sha256_of(path: str | Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: bool = True) -> Path:
-    """The local path of ``remote``, downloading it into the cache when it is nowhere on disk."""
+def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: bool = True, download: bool = True
+            ) -> Path:
+    """The local path of ``remote``, downloading it into the cache when it is nowhere on disk (unless
+    ``download`` is false or downloads are off)."""
     for origin, candidate in (("given", path), (f"${remote.env}", os.environ.get(remote.env or ""))):
         if candidate:
             candidate = Path(candidate).expanduser()
@@ -88,12 +90,11 @@ def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: boo
     if cached.is_file():
         return cached
     how = f"download {remote.source_url} to {cached}" + (f" or set {remote.env}=PATH" if remote.env else "")
-    if offline():
-        raise WeightsUnavailableError(
-            f"{remote.description} not found at {cached} and downloads are off ({OFFLINE_ENV}); {how}"
-        )
+    if offline() or not download:
+        why = f"downloads are off ({OFFLINE_ENV})" if offline() else "it is not downloaded here"
+        raise WeightsUnavailableError(f"{remote.description} not found at {cached} and {why}; {how}")
     try:
-        return download(remote, cached, progress=progress)
+        return fetch(remote, cached, progress=progress)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         reason = getattr(error, "reason", None) or error
         raise WeightsUnavailableError(
@@ -101,7 +102,7 @@ def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: boo
         ) from error
 
 
-def download(remote: RemoteFile, destination: Path, *, progress: bool = True, timeout: float = 30) -> Path:
+def fetch(remote: RemoteFile, destination: Path, *, progress: bool = True, timeout: float = 30) -> Path:
     """Stream the file (from its mirror, if one is set) into ``destination`` atomically, keeping it
     only if it arrived whole and its SHA-256 matches the pinned or published digest."""
     url = remote.source_url

@@ -89,8 +89,8 @@ def load_model(
     The backbone is detected from the keys; pass ``backbone`` to insist on one. ``catalog`` names the
     classes of a file that does not carry its own catalogue and does not hold the 32 released classes.
     """
-    if isinstance(source, str) and source in RELEASED_CHECKPOINTS and not Path(source).exists():
-        source = resolve(RELEASED_CHECKPOINTS[source])
+    if (name := released_name(source)) is not None:
+        source = resolve(RELEASED_CHECKPOINTS[name])
     checkpoint = read_checkpoint(source)
     if backbone and backbone != checkpoint.backbone:
         raise CheckpointError(
@@ -115,6 +115,13 @@ def load_model(
     origin = Path(source).name if isinstance(source, str | Path) else "a state dict"
     model.provenance.setdefault("origin", f"{checkpoint.source_format}: {origin}")
     return model.to(device).eval()
+
+
+def released_name(source) -> str | None:
+    """The released model ``source`` names (``"unet"``, ``"swinunetr"``), or ``None`` for anything else,
+    a file of that name included."""
+    name = str(source) if isinstance(source, str | Path) else None
+    return name if name in RELEASED_CHECKPOINTS and not Path(name).exists() else None
 
 
 def read_checkpoint(source: str | Path | Mapping) -> Checkpoint:

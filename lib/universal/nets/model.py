@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from universal.catalog import Catalog, ClassInfo, ClassKey
+from universal.catalog import DEFAULT_KIND, Catalog, ClassInfo, ClassKey
 from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAMS, init_head_generator, run_heads
 from universal.nets.registry import DEFAULT_BACKBONE, BackboneRecord, backbone_record, build_backbone
 from universal.nets.text import EMBEDDING_DIM
@@ -147,7 +147,7 @@ class UniversalModel(nn.Module):
         prompt: str | None = None,
         embedding: torch.Tensor | Sequence[float] | None = None,
         *,
-        kind: str = "organ",
+        kind: str = DEFAULT_KIND,
         parents: Iterable[str] = (),
         color: tuple[int, int, int] | None = None,
         synonyms: Iterable[str] = (),

@@ -15,7 +15,7 @@ index, which makes it count; :meth:`ModelStore.recover` rolls back one a killed 
 
 Weights for a folder without ``universal.pt`` come from :meth:`ModelStore.resolve_weights`: a
 released file placed in the folder, then a given file or released name, then the release itself
-(downloaded and verified, unless downloads are off).
+(:func:`universal.io.download.resolve`: its variable, the cache, or a verified download).
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ import datetime
 import filecmp
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from universal.catalog import ClassInfo
+from universal.catalog import DEFAULT_KIND, Catalog, ClassInfo
 from universal.errors import UniversalError, WeightsUnavailableError
 from universal.io.atomic import atomic_open, atomic_write_text
-from universal.io.download import cache_dir, offline, resolve
-from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint, save_model
+from universal.io.download import offline, resolve
+from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint, released_name, save_model
 from universal.nets.model import UniversalModel
-from universal.nets.registry import DEFAULT_BACKBONE
+from universal.nets.registry import DEFAULT_BACKBONE, backbone_record
+from universal.serving.training_status import TrainingStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class ModelStore:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self.training = TrainingStatus(self.folder / STATS)
 
     # -- paths --
 
@@ -61,10 +62,6 @@ class ModelStore:
     @property
     def catalog_path(self) -> Path:
         return self.folder / CATALOG
-
-    @property
-    def stats_path(self) -> Path:
-        return self.folder / STATS
 
     def version_path(self, version: int) -> Path:
         return self.folder / VERSIONS / f"v{version:04d}.pt"
@@ -84,40 +81,49 @@ class ModelStore:
     def resolve_weights(self, weights: str | Path | None = None, backbone: str = DEFAULT_BACKBONE,
                         download: bool = True, progress: bool = True) -> Path:
         """The checkpoint to serve: ``universal.pt``; a released file of ``backbone`` in the folder;
-        ``weights`` (a file, or a released name); the release of ``backbone`` from the variable, the
-        cache or, when ``download`` is true and downloads are not off, a verified download.
+        ``weights`` (a file, or a released name); the release of ``backbone`` as
+        :func:`~universal.io.download.resolve` finds it, downloaded only when ``download``.
 
         Raises :class:`WeightsUnavailableError` saying where to put the file.
         """
         if self.current_path.is_file():
             return self.current_path
-        if backbone not in RELEASED_CHECKPOINTS:
-            raise UniversalError(f"unknown backbone {backbone!r}; use {' or '.join(RELEASED_CHECKPOINTS)}")
-        released = RELEASED_CHECKPOINTS[backbone]
+        released = RELEASED_CHECKPOINTS[backbone_record(backbone).name]
         placed = self.folder / Path(released.filename).name
         if placed.is_file():
             return placed
+        if weights and released_name(weights) is None:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise WeightsUnavailableError(f"weights file {path} does not exist; give an existing checkpoint")
+            return path
         if weights:
-            if str(weights) in RELEASED_CHECKPOINTS and not Path(weights).exists():
-                released = RELEASED_CHECKPOINTS[str(weights)]
-            else:
-                path = Path(weights).expanduser()
-                if not path.is_file():
-                    raise WeightsUnavailableError(f"weights file {path} does not exist; give an existing checkpoint")
-                return path
-        if download and not offline():
-            return resolve(released, progress=progress)
-        for candidate in (os.environ.get(released.env or ""), cache_dir() / released.filename):
-            if candidate and Path(candidate).is_file():
-                return Path(candidate)
-        raise WeightsUnavailableError(
-            f"no weights: put {Path(released.filename).name} into {self.folder}/ (from {released.url}), "
-            "or give a checkpoint file"
-        )
+            released = RELEASED_CHECKPOINTS[released_name(weights)]
+        try:
+            return resolve(released, progress=progress, download=download)
+        except WeightsUnavailableError as error:
+            if download and not offline():  # the download failed: its message says why
+                raise
+            raise WeightsUnavailableError(f"no weights: put {Path(released.filename).name} into {self.folder}/ (from "
+                                          f"{released.url}), or give a checkpoint file") from error
 
-    def load(self, source: str | Path, device: str | torch.device = "cpu") -> UniversalModel:
-        """The model in ``source`` (see :meth:`resolve_weights`)."""
-        return load_model(source, device)
+    def catalog_of(self, source: Path | None) -> Catalog:
+        """The classes of the weights file ``source``: the folder's catalogue for the current model, the
+        file's own otherwise (the released classes for a file without one, or one that cannot be read);
+        without a source, the folder's catalogue, else the released classes."""
+        if source is None or source == self.current_path:
+            if self.catalog_path.is_file():
+                return Catalog.from_yaml(self.catalog_path)
+            if source is None:
+                return Catalog.default()
+        try:
+            return read_checkpoint(source).catalog or Catalog.default()
+        except UniversalError:
+            return Catalog.default()
+
+    def version_of(self, source: Path | None) -> int | None:
+        """The published version ``source`` is, or ``None`` for weights from outside the folder."""
+        return self.index().get("current") if source is not None and source == self.current_path else None
 
     # -- versions --
 
@@ -229,7 +235,7 @@ class ModelStore:
                 names = ", ".join(p.name for p in unrecorded)
                 undone.append(f"rolled back an interrupted publication ({names}); the current model is "
                               f"{f'version {current}' if current is not None else 'the one before it'}")
-        lost = self._report_lost_training()
+        lost = self.training.report_lost()
         undone += [lost] if lost else []
         for line in undone:
             log.warning("model folder %s: %s", self.folder, line)
@@ -245,7 +251,7 @@ class ModelStore:
     # -- classes --
 
     def add_class(self, source: str | Path, name: str, prompt: str | None = None,
-                  embedding: torch.Tensor | Sequence[float] | None = None, *, kind: str = "organ",
+                  embedding: torch.Tensor | Sequence[float] | None = None, *, kind: str = DEFAULT_KIND,
                   parents: Iterable[str] = (), synonyms: Iterable[str] = (), text_encoder=None) -> ClassInfo:
         """Add a class to the model in ``source`` and publish the result; returns the new class.
 
@@ -258,48 +264,3 @@ class ModelStore:
                                    text_encoder=text_encoder)
             self.publish_locked(model, f"class added: {info.name}")
         return info
-
-    def write_stats(self, stats: dict) -> None:
-        atomic_write_text(self.stats_path, json.dumps(stats, indent=2) + "\n")
-
-    def mark_training(self, details: dict) -> None:
-        """Note in the stats, beside the last outcome, that this process is fine-tuning (``details``:
-        what it was asked); the outcome it writes replaces the note, :meth:`recover` reports a note
-        whose process is gone."""
-        self.write_stats({**self.stats(), "running": {"pid": os.getpid(), **details}})
-
-    def training_failed(self, reason: str) -> None:
-        """Replace this process's note (:meth:`mark_training`) with ``failed``: when it started, and why."""
-        stats = self.stats()
-        running = stats.pop("running", {})
-        self.write_stats({**stats, "failed": {"start_ts": running.get("start_ts"), "reason": reason}})
-
-    def _report_lost_training(self) -> str | None:
-        stats = self.stats()
-        running = stats.pop("running", None)
-        if not running or _alive(running.get("pid")):
-            return None
-        stats["interrupted"] = {**running, "status": "FAILED",
-                                "reason": "the training process stopped before it finished (killed, or the server "
-                                          "stopped); nothing was published from it: train again"}
-        self.write_stats(stats)
-        return f"a fine-tuning (process {running.get('pid')}) stopped before it finished; reported as failed"
-
-    def stats(self) -> dict:
-        try:
-            return json.loads(self.stats_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-
-def _alive(pid) -> bool:
-    """Whether a process ``pid`` runs on this machine."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from universal.catalog import DEFAULT_KIND
 from universal.devices import check_precision
 from universal.errors import UniversalError
 
@@ -80,7 +81,7 @@ class NewClass:
     name: str
     prompt: str | None = None
     embedding: torch.Tensor | None = None
-    kind: str = "organ"
+    kind: str = DEFAULT_KIND
 
     def to_record(self) -> dict:
         embedding = None if self.embedding is None else [float(v) for v in self.embedding.flatten()]
@@ -90,4 +91,4 @@ class NewClass:
     def from_record(cls, record: Mapping) -> NewClass:
         embedding = record.get("embedding")
         return cls(record["name"], record.get("prompt"), None if embedding is None else torch.tensor(embedding),
-                   record.get("kind", "organ"))
+                   record.get("kind", DEFAULT_KIND))
