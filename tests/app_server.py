@@ -24,6 +24,19 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 APP = REPOSITORY / "apps" / "universal"
 
 
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """``condition()``'s first truthy value, asked every ``interval`` seconds; an AssertionError naming
+    ``what`` when none comes within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {timeout:g} s")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from universal.errors import CatalogError, UnknownClassError
+from universal.errors import CatalogError, DuplicateClassError, UnknownClassError
 from universal.io.atomic import atomic_write_text
 
 PROMPT_TEMPLATE = "A computerized tomography of a {}"
@@ -256,7 +256,7 @@ class Catalog:
         from the colours already in use.
         """
         if normalize_name(name) in self._by_key:
-            raise CatalogError(f"class '{name}' already exists (id {self[name].id}); choose another name")
+            raise DuplicateClassError(f"class '{name}' already exists (id {self[name].id}); choose another name")
         info = ClassInfo(
             id=len(self._classes) + 1,
             name=name,

@@ -16,6 +16,10 @@ class CatalogError(UniversalError):
     """A malformed class catalogue."""
 
 
+class DuplicateClassError(CatalogError):
+    """A new class whose name (or synonym) the catalogue already holds."""
+
+
 class CheckpointError(UniversalError):
     """A checkpoint that cannot be read or does not fit the model."""
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from app_server import start_server
+from app_server import start_server, wait_until
 from requests_toolbelt import MultipartEncoder
 from tiny import PHANTOM, tiny_model
 
@@ -403,12 +403,11 @@ def test_batch_inference_prelabels_every_image_as_universal_segment_does(ready, 
     expected = universal.segment(list(images.values()), tmp_path, model=weights, progress=False)
     assert {outcome.name: outcome.status for outcome in expected} == dict.fromkeys(images, "done")
     for image_id in images:  # saved by the batch's own process: the server sees them within moments
-        saved = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
-        for _ in range(20):
-            if saved.status_code != 404:
-                break
-            time.sleep(0.5)
-            saved = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
+        def found(image_id=image_id):
+            answer = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
+            return answer if answer.status_code != 404 else None
+
+        saved = wait_until(found, 10, f"the label of {image_id}")
         assert saved.status_code == 200, saved.text
         path = tmp_path / f"{image_id}-saved.nii.gz"
         path.write_bytes(saved.content)

@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from app_server import start_server
+from app_server import start_server, wait_until
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 from tiny import CLASSES, PHANTOM, tiny_model
 
@@ -245,10 +245,7 @@ def test_killed_while_training_and_saving_labels_nothing_is_lost(tmp_path, rando
         before = saved_state(tmp_path)
         started = server.post("/train/universal", json={"max_epochs": 400, "device": "cpu", "gate_tolerance": 1.0})
         assert started.status_code == 200, started.text
-        deadline = time.monotonic() + 60
-        while "running" not in universal_stats(tmp_path):
-            assert time.monotonic() < deadline, "the training never started"
-            time.sleep(0.2)
+        wait_until(lambda: "running" in universal_stats(tmp_path), 60, "the training's start", interval=0.2)
         saver = threading.Thread(target=keep_saving)
         saver.start()
         while saves[0] < 3:

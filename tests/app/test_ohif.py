@@ -21,11 +21,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from app_server import start_server
+from app_server import start_server, wait_until
+from dicom_series import write_ct_series
 from orthanc import running_orthanc
 
 import universal
-from universal.io.dicom import read_series, write_ct_series
+from universal.io.dicom import read_series
 from universal.io.scans import LPS_TO_RAS
 from universal.synth import make_phantom
 
@@ -128,16 +129,6 @@ def viewer(learned, tmp_path_factory, random_clip_weights):
             server.stop()
 
 
-def wait(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"not seen within {timeout} s")
-
-
 def panel(driver):
     """The MONAI Label panel on screen (OHIF may keep a hidden copy while it lays out its panels)."""
     from selenium.webdriver.common.by import By
@@ -152,8 +143,9 @@ def open_study(viewer: Viewer, *, connected: bool = True) -> None:
     """The study opened afresh in OHIF's MONAI Label mode and (``connected``) the panel connected: its
     segmentation starts empty (the panel makes it on connecting, MonaiLabelPanel.tsx onInfo)."""
     viewer.driver.get(f"{viewer.server.url}/ohif/monai-label?StudyInstanceUIDs={viewer.study}")
-    wait(lambda: viewer.driver.execute_script(
-        "return window.services && window.services.displaySetService.getActiveDisplaySets().length"), 120)
+    wait_until(lambda: viewer.driver.execute_script(
+        "return window.services && window.services.displaySetService.getActiveDisplaySets().length"), 120,
+        "the study's images")
     if connected:
         connect(viewer.driver)
 
@@ -175,7 +167,7 @@ def connect(driver) -> None:
         except (AssertionError, StaleElementReferenceException):
             return False
 
-    wait(connected, 90)
+    wait_until(connected, 90, "the panel connected")
 
 
 def press(driver, element) -> None:
@@ -197,7 +189,7 @@ def shown_segments(driver) -> dict:
         found = driver.execute_script(SEGMENTS_JS)
         return found if found and any(found["voxels"]) else None
 
-    found = wait(ready, 180)
+    found = wait_until(ready, 180, "the segments' voxels")
     nx, ny, nz = found["dimensions"]
     voxels = np.asarray(found["voxels"], np.uint8).reshape(nz, ny, nx).transpose(2, 1, 0)  # (i, j, k)
     grid = np.eye(4)
@@ -210,7 +202,7 @@ def shown_segments(driver) -> dict:
 def shown_seg_segments(driver, segmentation: str) -> dict:
     """The segments {name: mask} of the ``segmentation`` OHIF made from a SEG, its slices stacked in
     order along their normal, and the stack's grid (LPS mm)."""
-    found = wait(lambda: driver.execute_script(SEG_SEGMENTS_JS, segmentation), 60)
+    found = wait_until(lambda: driver.execute_script(SEG_SEGMENTS_JS, segmentation), 60, "the SEG's segments")
     slices = found["slices"]
     row, column = np.asarray(slices[0]["row"], float), np.asarray(slices[0]["column"], float)
     normal = np.cross(row, column)
@@ -291,7 +283,7 @@ def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_pat
                 if row.find_elements(By.CSS_SELECTOR, "input[type=checkbox]")}
         return rows if set(ticked) <= set(rows) else None
 
-    rows = wait(class_rows, 30)
+    rows = wait_until(class_rows, 30, "the classes' rows")
     for name in ticked:
         press(driver, rows[name].find_element(By.CSS_SELECTOR, "input[type=checkbox]"))
     checked = sorted(name for name, row in rows.items()
@@ -316,7 +308,7 @@ def test_a_seg_the_app_stores_in_the_pacs_opens_in_ohif_with_its_names(viewer, t
     open_study(viewer, connected=False)
     driver = viewer.driver
     driver.set_script_timeout(120)
-    segmentation = wait(lambda: driver.execute_async_script(LOAD_SEG_JS), 60)
+    segmentation = wait_until(lambda: driver.execute_async_script(LOAD_SEG_JS), 60, "the SEG loaded")
     assert not segmentation.startswith("failed"), segmentation
     shown = shown_seg_segments(driver, segmentation)
     label_map, affine, catalog = expected(viewer.server, viewer.folder)

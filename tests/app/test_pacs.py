@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from app_server import APP, start_server
+from app_server import APP, start_server, wait_until
+from dicom_series import write_ct_series
 from orthanc import running_orthanc
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -23,7 +23,7 @@ from tiny import tiny_model
 
 import universal
 from universal.catalog import Catalog
-from universal.io.dicom import read_series, write_ct_series
+from universal.io.dicom import read_series
 from universal.synth import make_phantom
 
 PHANTOM = {"shape": (40, 40, 30), "spacing": (10.24, 10.24, 16.0)}
@@ -84,12 +84,11 @@ def viewer_seg(folder, phantom, names: list[str], *, slices=None) -> pydicom.Dat
 
 
 def wait_for_label(server, image: str, status: int = 200, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
+    def answered():
         answer = server.get("/datastore/label", params={"label": image, "tag": "final"})
-        if answer.status_code == status or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.5)
+        return answer if answer.status_code == status else None
+
+    return wait_until(answered, timeout, f"the final label of {image} answering {status}")
 
 
 def test_the_server_starts_offline_and_segments_a_series_by_its_uid(server, pacs):

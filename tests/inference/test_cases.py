@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_series import write_ct_series
 
 from universal.errors import UniversalError
 from universal.inference.cases import CaseInput, list_cases
-from universal.io.dicom import write_ct_series
 from universal.io.scans import write_nifti
 
 

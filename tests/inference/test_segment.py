@@ -125,8 +125,9 @@ def test_unknown_class_fails_before_any_case(checkpoint, tmp_path, capsys):
 
 def test_dicom_inputs_get_a_dicom_seg_referencing_their_series(checkpoint, tmp_path, capsys):
     import pydicom
+    from dicom_series import write_ct_series
 
-    from universal.io.dicom import read_segmentation, read_series, series_geometry, write_ct_series
+    from universal.io.dicom import read_segmentation, read_series, series_geometry
 
     write_ct(tmp_path / "ct.nii.gz")
     ct = nib.load(tmp_path / "ct.nii.gz")

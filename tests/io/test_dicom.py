@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from dicom_series import write_ct_series
 
 from universal import Catalog, read_scan
 from universal.io.dicom import (
@@ -14,7 +15,6 @@ from universal.io.dicom import (
     read_segmentation,
     read_series,
     series_geometry,
-    write_ct_series,
     write_segmentation,
 )
 from universal.synth import make_phantom

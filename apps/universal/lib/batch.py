@@ -28,7 +28,7 @@ from universal.inference.result import LABEL_MAP_NAME
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, parse_number
-from .infer import inference_settings
+from .infer import inference_settings, requested_classes
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class UniversalBatchInfer:
             cases = [CaseInput(image_id, Path(datastore.get_image_uri(image_id))) for image_id in image_ids]
             if cases:
                 universal.segment(cases, folder, model=model, settings=settings, progress=False, on_case=save,
-                                  classes=request.get("classes") or request.get("label_prompt") or None,
+                                  classes=requested_classes(request),
                                   engine=engine, address=request.get("ray_address") or None, workers=workers,
                                   calibration=calibration_windows)
         done = sum(entry["status"] == "done" for entry in results.values())

@@ -6,7 +6,6 @@ removed last) lets the next start give a new file its record."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, LocalDatastore
 from watchdog.events import FileModifiedEvent
 
-from universal.io.atomic import atomic_open, atomic_write_text
+from universal.io.atomic import atomic_open, atomic_write_text, sha256_of
 from universal.io.scans import ScanError, ScanTooLargeError, read_scan
 
 from .conf import http_error
@@ -80,7 +79,7 @@ class CheckedDatastore(LocalDatastore):
         with FileLock(self._lock_file):
             note = folder / f".{name}.saving.json"
             atomic_write_text(note, json.dumps({"image": image_id, "tag": label_tag, "ext": extension, "info": info,
-                                                "sha256": _sha256(label_filename)}))
+                                                "sha256": sha256_of(label_filename)}))
             with open(label_filename, "rb") as source, atomic_open(folder / name) as target:
                 shutil.copyfileobj(source, target, 1 << 20)
             self._datastore.objects[image_id].labels[label_tag] = DataModel(info=info, ext=extension)
@@ -109,7 +108,7 @@ class CheckedDatastore(LocalDatastore):
 
     def _finish_save(self, note: dict, folder: Path) -> None:
         label = folder / note["info"]["name"]
-        if label.is_file() and _sha256(label) == note["sha256"] and note["image"] in self._datastore.objects:
+        if label.is_file() and sha256_of(label) == note["sha256"] and note["image"] in self._datastore.objects:
             self._datastore.objects[note["image"]].labels[note["tag"]] = DataModel(info=note["info"], ext=note["ext"])
             self._update_datastore_file(lock=False)
             log.warning("an interrupted save of the %s label of %s was completed", note["tag"], note["image"])
@@ -128,11 +127,3 @@ class CheckedDatastore(LocalDatastore):
                 write()
         else:
             write()
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC
 
-from universal.errors import CatalogError, UniversalError
+from universal.errors import CatalogError, DuplicateClassError, UniversalError
 from universal.nets.text import EMBEDDING_DIM
 
 from .conf import http_error
@@ -54,8 +54,10 @@ def class_router(current_state) -> APIRouter:
                                    synonyms=body.get("synonyms") or ())
         except ModelNotReady as error:
             raise http_error(503, f"cannot add a class: {error}") from error
+        except DuplicateClassError as error:
+            raise http_error(409, str(error)) from error
         except CatalogError as error:
-            raise http_error(409 if "already exists" in str(error) else 422, str(error)) from error
+            raise http_error(422, str(error)) from error
         except (UniversalError, ValueError) as error:
             raise http_error(422, f"cannot add class '{name}': {error}") from error
         return {"class": info.to_record(), "labels": state.catalog().label_map(), "version": state.version()}

@@ -48,6 +48,12 @@ def inference_settings(request: dict, default_device: str) -> universal.Inferenc
     )
 
 
+def requested_classes(request: dict):
+    """The classes a request asks for: ``classes`` (3D Slicer's option, the API's), or ``label_prompt``
+    (the ids OHIF's Class Prompts send); ``None`` for all."""
+    return request.get("classes") or request.get("label_prompt") or None
+
+
 class UniversalInfer(InferTask):
     """Segmentation over the catalogue's classes. Request parameters: ``classes`` or ``label_prompt``
     (a subset: names or ids, a list or one comma-separated string), ``threshold``, ``overlap``,
@@ -82,7 +88,7 @@ class UniversalInfer(InferTask):
         started = time.perf_counter()
         try:
             settings = inference_settings(request, self.state.conf.device)
-            classes = request.get("classes") or request.get("label_prompt") or None  # OHIF sends label_prompt
+            classes = requested_classes(request)
             extension = self._extension(request)
             # read as MONAI Label's own writer reads them (monailabel/transform/writer.py: Writer.__call__)
             dtype = str(request.get("result_dtype") or "uint8")

@@ -1,17 +1,35 @@
-"""Every change this app makes to MONAI Label's server beyond the hooks MONAI Label offers, and why.
+"""Every change this app makes to MONAI Label's server beyond the hooks MONAI Label offers, and every
+private name of MONAI Label (0.8.5, pinned) the app relies on; :data:`INTERNALS` lists the names, and a
+test fails naming any that an upgrade removes.
+
+Changes made here:
 
 - MONAI Label 0.8.5 builds its FastAPI application (``monailabel.app.app``) before the app is
-  loaded, and gives an app no hook to add routes or exception handlers to it (:func:`add_routes`).
+  loaded, and gives an app no hook to add routes or exception handlers to it (:func:`add_routes`,
+  which also drops Starlette's built ``middleware_stack`` so that it is built again with them).
 - It reads request bodies of any size (uploads are copied whole to disk, ``shutil.copyfileobj`` in
   monailabel/endpoints/infer.py and datastore.py); :class:`UploadLimit` bounds them.
 - Its token check (``from_token`` in monailabel/endpoints/user/auth.py) calls ``jwt.decode`` without
   ``algorithms``, which PyJWT 2 requires (jpadilla/pyjwt CHANGELOG.rst, v2.0.0: "Require explicit
   algorithms in jwt.decode() by default"), so with ``MONAI_LABEL_AUTH_ENABLE`` every token, valid or
-  not, is a 401; :func:`check_tokens` passes the algorithms the realm's RSA key can verify.
+  not, is a 401; :func:`check_tokens` replaces the module's ``jwt`` with one that passes the
+  algorithms the realm's RSA key can verify.
 - Its ``/infer`` endpoint saves an uploaded image to a temporary file and hands the app only that
   file's path, exactly as it hands on a path a client typed (``run_inference`` in
-  monailabel/endpoints/infer.py); :func:`record_uploads` keeps the names of the files it made, so the
-  app can read uploads and refuse other paths (:func:`take_upload`).
+  monailabel/endpoints/infer.py); :func:`record_uploads` replaces the module's ``tempfile`` so that
+  the app knows the files it made, can read uploads and refuse other paths (:func:`take_upload`).
+
+Private parts used elsewhere in the app:
+
+- ``lib/datastore.py`` (:class:`CheckedDatastore`) saves labels as ``LocalDatastore.save_label`` does,
+  with its file name (``_to_id``, ``_filename``), index (``_datastore``: ``objects``, ``label_path``,
+  ``model_dump``; ``_datastore_config_path``) and lock (``_lock_file``), writes the index itself
+  (overrides ``_update_datastore_file``, setting ``_ignore_event_config`` and ``_config_ts`` as it
+  does), and hands watchdog's "moved" events (``_handler``) to ``_on_modify_event`` and ``_on_any_event``.
+- ``lib/pacs.py`` (:class:`PacsDatastore`) reads ``DICOMWebDatastore``'s ``_client``,
+  ``_search_filter`` and ``_datastore`` (``image_path``, ``label_path``), and for labels other than
+  ``final`` calls ``LocalDatastore``'s methods past ``DICOMWebDatastore``'s
+  (``super(DICOMWebDatastore, self)``), which would read the image id as a SEG series.
 """
 
 from __future__ import annotations
@@ -29,6 +47,21 @@ from universal.errors import UniversalError
 from .endpoints import class_router, library_error, malformed_json, nested_too_deep
 
 log = logging.getLogger(__name__)
+
+# Private names of MONAI Label the app relies on (see the module docstring): where they live, and
+# the names, dotted for an attribute of an attribute; instance attributes are looked for on an
+# instance.
+INTERNALS = {
+    "monailabel.app": ("app",),
+    "monailabel.endpoints.infer": ("tempfile",),
+    "monailabel.endpoints.user.auth": ("jwt",),
+    "monailabel.datastore.local.LocalDatastore": (
+        "_to_id", "_filename", "_datastore.objects", "_datastore.label_path", "_datastore.image_path",
+        "_datastore.model_dump", "_datastore_config_path", "_lock_file", "_update_datastore_file",
+        "_ignore_event_config", "_config_ts", "_handler", "_on_modify_event", "_on_any_event"),
+    "monailabel.datastore.dicom.DICOMWebDatastore": ("_client", "_search_filter", "_datastore.image_path",
+                                                     "_datastore.label_path"),
+}
 
 
 def add_routes(fastapi_app, current_state, max_upload_bytes: int) -> None:

@@ -31,7 +31,7 @@ class BlendBand:
         self._reach(max(box[2].stop for box in boxes))
         for box, window in zip(boxes, logits, strict=True):
             depth = slice(box[2].start - self.first, box[2].stop - self.first)
-            # in place, without a window-sized product: 3.9× faster for 32 classes of a 96³ window
+            # in place, without a window-sized product (faster, bit for bit the same: bench/RESULTS.md)
             self.sums[:, box[0], box[1], depth].addcmul_(window, self.weight_map)
             self.weights[box[0], box[1], depth] += self.weight_map
 

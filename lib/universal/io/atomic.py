@@ -1,8 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one), and file digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,3 +55,12 @@ def check_nifti_path(path: str | Path) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as stream:
         stream.write(text)
+
+
+def sha256_of(path: str | Path, block: int = 1 << 20) -> str:
+    """The SHA-256 of a file's content, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -68,14 +68,6 @@ class RemoteFile:
         return mirror + urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
 
 
-def sha256_of(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve(remote: RemoteFile, path: str | Path | None = None, *, progress: bool = True, download: bool = True
             ) -> Path:
     """The local path of ``remote``, downloading it into the cache when it is nowhere on disk (unless

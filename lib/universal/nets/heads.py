@@ -6,7 +6,7 @@ generates per sample and class. :func:`run_heads` runs them as batched 8×8 matr
 training differentiates through); :func:`pointwise_heads` writes each output as an explicit sum over
 its inputs, which TorchInductor fuses into one loop over the voxels that keeps every intermediate in
 registers (:func:`universal.nets.compiled.compiled_heads`): 32 heads then cost a few percent of a
-released-size window instead of 15-20 %. Both forms compute each head from its own parameters with
+released-size window (bench/RESULTS.md). Both forms compute each head from its own parameters with
 the same operations whatever the other heads are, so a head's output is the same alone or with others.
 """
 

@@ -145,7 +145,7 @@ def build(model: UniversalModel, precision: str, folder: Path,
     trunk = TrunkModule(model)
     window = list(model.input_spec.window_size)
     # Tracing runs the trunk once: a fully convolutional one is traced at its smallest window and
-    # then given the model's (the released U-Net converts in 2.5 s instead of 47 s, the same graph).
+    # then given the model's, the same graph in a fraction of the time (bench/RESULTS.md).
     traced = [model.record.min_size] * 3 if model.record.fully_convolutional else window
     with torch.no_grad(), warnings.catch_warnings():
         # tracing warns about the normalisations' checks of their input's size, which hold at any size

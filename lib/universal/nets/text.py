@@ -16,8 +16,8 @@ import torch
 
 from universal.catalog import Catalog
 from universal.errors import UniversalError
-from universal.io.atomic import atomic_open
-from universal.io.download import RELEASE_LICENCE, RemoteFile, cache_dir, resolve, sha256_of
+from universal.io.atomic import atomic_open, sha256_of
+from universal.io.download import RELEASE_LICENCE, RemoteFile, cache_dir, resolve
 
 CLIP_MODEL = "ViT-B-32"
 EMBEDDING_DIM = 512  # the size of a CLIP ViT-B/32 text embedding, and of a class embedding

@@ -27,6 +27,7 @@ from universal.io.atomic import atomic_write_text
 from universal.nets.checkpoint import load_model, save_model
 from universal.nets.model import UniversalModel
 from universal.training.datasets import Datalist
+from universal.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def train_in_processes(datalist: Datalist, run_dir: str | Path, model: Universal
     if completed.returncode != 0:
         raise UniversalError(f"training in {processes} processes failed (exit code {completed.returncode}); "
                              "see the log above")
-    return load_model(Path(record["output"]) / "model.pt")
+    return load_model(RunFolder(record["output"]).model)
 
 
 def run_launch(path: str | Path) -> None:

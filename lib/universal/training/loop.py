@@ -1,14 +1,8 @@
 """Training on partially labelled datasets, and teaching a model new classes.
 
 :func:`train` does the whole job: builds or loads the model, adds classes, samples crops uniformly
-across datasets, optimises the partial-label loss, validates, and writes the run folder:
-
-``RUN/checkpoint.pt``  resumable state (model in the own format, optimiser, schedule, step)
-``RUN/model.pt``       the latest model in the own format (``universal segment --model RUN/model.pt``)
-``RUN/metrics.csv``    step, learning rate, loss, seconds per step
-``RUN/validation.csv`` step, class, mean Dice over the validation cases that annotate it
-``RUN/tensorboard/``   the same figures for TensorBoard (when it is installed)
-``RUN/run.json``       the datalist, the settings, the classes added and how
+across datasets, optimises the partial-label loss, validates, and writes the run folder
+(:mod:`universal.training.run_folder`).
 
 Every crop is a pure function of (seed, step, micro-batch, process), so a resumed run samples what
 an uninterrupted one would. Several processes (``torchrun``) train with DistributedDataParallel;
@@ -42,6 +36,7 @@ from universal.progress import progress_bar
 from universal.training.datasets import DataError, Datalist
 from universal.training.losses import partial_label_loss
 from universal.training.metrics import class_dice
+from universal.training.run_folder import RunFolder
 from universal.training.runlog import RunLog
 from universal.training.sampler import CropSampler, PreparedCases
 from universal.training.settings import NewClass, TrainSettings
@@ -94,7 +89,7 @@ def train(
     """
     run_dir = Path(run_dir)
     datalist = datalist if isinstance(datalist, Datalist) else Datalist.load(datalist)
-    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint_path = RunFolder(run_dir).checkpoint
     state = None
     if resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -187,6 +182,7 @@ class Trainer:
     ):
         self.settings = settings
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
@@ -277,20 +273,20 @@ class Trainer:
         if self.rank != 0:
             return
         state = self.state()
-        with atomic_open(self.run_dir / "checkpoint.pt") as stream:
+        with atomic_open(self.folder.checkpoint) as stream:
             torch.save(state, stream)
-        with atomic_open(self.run_dir / "model.pt") as stream:
+        with atomic_open(self.folder.model) as stream:
             torch.save(state["model"], stream)
 
     # -- fitting --
 
     def fit(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
         settings = self.settings
-        log = RunLog(self.run_dir, self.step, enabled=self.rank == 0)
+        log = RunLog(self.folder, self.step, enabled=self.rank == 0)
         result = TrainResult(self.model, self.step, self.run_dir)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "run.json", json.dumps(self._describe(), indent=2) + "\n")
+            atomic_write_text(self.folder.info, json.dumps(self._describe(), indent=2) + "\n")
             if self.step == 0 and self.base_classes < len(self.model.catalog) and self.validation_cases:
                 result.old_classes_before = self.validate(self.model.catalog.names[: self.base_classes])
                 log.validation(0, result.old_classes_before, prefix="before/")

@@ -9,26 +9,26 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from universal.io.atomic import atomic_open
+from universal.training.run_folder import METRICS_COLUMNS, VALIDATION_COLUMNS, RunFolder
 
 
 class RunLog:
     """metrics.csv, validation.csv and TensorBoard events of a run; rows past ``step`` (left by an
     interrupted run) are dropped when it resumes."""
 
-    def __init__(self, run_dir: Path, step: int, enabled: bool):
+    def __init__(self, run: RunFolder, step: int, enabled: bool):
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = run_dir / "metrics.csv"
-        self.scores = run_dir / "validation.csv"
-        keep_rows(self.metrics, ["step", "learning_rate", "loss", "seconds"], step)
-        keep_rows(self.scores, ["step", "class", "dice"], step)
+        run.path.mkdir(parents=True, exist_ok=True)
+        self.metrics, self.scores = run.metrics, run.validation
+        keep_rows(self.metrics, list(METRICS_COLUMNS), step)
+        keep_rows(self.scores, list(VALIDATION_COLUMNS), step)
         with contextlib.suppress(ImportError):
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1)
+            self.writer = SummaryWriter(str(run.tensorboard), purge_step=step + 1)
 
     def step(self, step: int, rate: float, loss: float, seconds: float) -> None:
         if not self.enabled:

@@ -1,0 +1,54 @@
+"""A training run's folder: the one contract between the training loop, its log and whoever reads a
+run (resuming it, fine-tuning, ``universal segment --model RUN/model.pt``)::
+
+    RUN/checkpoint.pt   resumable state (the model in the own format, optimiser, schedule, step)
+    RUN/model.pt        the latest model in the own format
+    RUN/metrics.csv     step, learning rate, loss, seconds per step
+    RUN/validation.csv  step, class, mean Dice over the validation cases that annotate it
+    RUN/tensorboard/    the same figures for TensorBoard (when it is installed)
+    RUN/run.json        the datalist, the settings, the classes added and how
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT, MODEL, METRICS, VALIDATION, TENSORBOARD, RUN_INFO = (
+    "checkpoint.pt", "model.pt", "metrics.csv", "validation.csv", "tensorboard", "run.json")
+METRICS_COLUMNS = ("step", "learning_rate", "loss", "seconds")
+VALIDATION_COLUMNS = ("step", "class", "dice")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of the run at ``path``."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def validation(self) -> Path:
+        return self.path / VALIDATION
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def info(self) -> Path:
+        return self.path / RUN_INFO
