@@ -11,7 +11,6 @@ run (resuming it, fine-tuning, ``universal segment --model RUN/model.pt``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 CHECKPOINT, MODEL, METRICS, VALIDATION, TENSORBOARD, RUN_INFO = (
@@ -20,35 +19,11 @@ METRICS_COLUMNS = ("step", "learning_rate", "loss", "seconds")
 VALIDATION_COLUMNS = ("step", "class", "dice")
 
 
-@dataclass(frozen=True)
 class RunFolder:
-    """The files of the run at ``path``."""
+    """The files of the run at ``path``: ``checkpoint``, ``model``, ``metrics``, ``validation``,
+    ``tensorboard`` and ``info`` (``run.json``)."""
 
-    path: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT
-
-    @property
-    def model(self) -> Path:
-        return self.path / MODEL
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS
-
-    @property
-    def validation(self) -> Path:
-        return self.path / VALIDATION
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.path / TENSORBOARD
-
-    @property
-    def info(self) -> Path:
-        return self.path / RUN_INFO
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoint, self.model, self.metrics, self.validation, self.tensorboard, self.info = (
+            self.path / name for name in (CHECKPOINT, MODEL, METRICS, VALIDATION, TENSORBOARD, RUN_INFO))
