@@ -6,7 +6,7 @@ import math
 import pytest
 
 from universal import Catalog, UnknownClassError
-from universal.catalog import prompt_for
+from universal.catalog import normalize_name, prompt_for
 from universal.errors import CatalogError
 
 # The names the released embeddings were computed from, in order (reference spellings kept).
@@ -104,3 +104,18 @@ def test_invalid_catalogues_are_rejected(catalog):
         Catalog.from_records([{**records[0], "kind": "bone"}])
     with pytest.raises(CatalogError, match="parent organ 'Liver' is not in the catalogue"):
         Catalog.from_records([{**records[26], "id": 1}])
+
+
+def test_names_in_any_script_are_kept_and_look_alikes_and_numbers_refused(catalog):
+    assert normalize_name("Kidney_Left") == "kidney left" and normalize_name("ＬＩＶＥＲ") == "liver"
+    grown = catalog.add("肝臓").add("Rein gauche (renal)")
+    assert grown["肝臓"].id == 33 and grown["rein-gauche renal"].id == 34
+    for name, problem in (("..", "no letter or digit"), ("肝", None), ("2024", "is a number"),
+                          ("Lіver", "mixes Cyrillic and Latin letters"), ("Ωmega liver", "mixes Greek and Latin")):
+        if problem is None:
+            assert catalog.add(name)[name].name == name
+        else:
+            with pytest.raises(CatalogError, match=problem):
+                catalog.add(name)
+    with pytest.raises(CatalogError, match="no letter or digit"):
+        catalog.add("Thing", synonyms=["--"])

@@ -1,7 +1,8 @@
 """The class catalogue: which structures the model segments, by id, name and text prompt.
 
 Class ``id`` k is output channel k-1; ids are contiguous 1..N. Look-ups accept an id, a numeric
-string, a display name or a synonym, ignoring case, spaces, ``-`` and ``_``.
+string, a display name or a synonym, ignoring case, spaces and punctuation; names may be in any
+script.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import colorsys
 import difflib
 import functools
 import math
-import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -23,6 +24,7 @@ from universal.io.atomic import atomic_write_text
 
 PROMPT_TEMPLATE = "A computerized tomography of a {}"
 KINDS = ("organ", "tumour", "cyst")
+LOOKALIKE_SCRIPTS = {"LATIN", "GREEK", "CYRILLIC"}  # scripts with letters that look the same (Latin a, Cyrillic а)
 DEFAULT_KIND = KINDS[0]  # a class is an organ unless it is named a lesion
 # Coded concepts a class may carry for DICOM Segmentation (SegmentedPropertyCategory, -Type, -TypeModifier)
 CODE_ROLES = ("category", "type", "modifier")
@@ -36,8 +38,26 @@ def prompt_for(name: str) -> str:
 
 
 def normalize_name(text: str) -> str:
-    """'Kidney_Left' -> 'kidney left': lower case, punctuation runs become one space."""
-    return " ".join(re.split(r"[^0-9a-z]+", text.lower())).strip()
+    """The key names are compared by: 'Kidney_Left' -> 'kidney left', '肝臓' -> '肝臓'. Letters and digits
+    of any script are kept (NFKC-normalised, case-folded); every other run becomes one space."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in folded).split())
+
+
+def check_name(name: str, what: str = "class name") -> str:
+    """``name`` if it can name a class: it has a letter or digit, is not a number alone (numbers select
+    classes by id) and does not mix look-alike scripts (Latin, Greek, Cyrillic); else a
+    :class:`CatalogError` that says so."""
+    key = normalize_name(name) if isinstance(name, str) else ""
+    if not key:
+        raise CatalogError(f"{what} {name!r} has no letter or digit; name the class in words, e.g. 'Appendix'")
+    if key.replace(" ", "").isdecimal():
+        raise CatalogError(f"{what} {name!r} is a number, and numbers select classes by id; name the class in words")
+    scripts = sorted({unicodedata.name(c, "").split(" ")[0] for c in key if c.isalpha()} & LOOKALIKE_SCRIPTS)
+    if len(scripts) > 1:
+        raise CatalogError(f"{what} {name!r} mixes {' and '.join(s.title() for s in scripts)} letters, which look "
+                           "alike; write it in one script")
+    return name
 
 
 @dataclass(frozen=True)
@@ -126,7 +146,8 @@ class Catalog:
             if not info.prompt.strip():
                 raise CatalogError(f"class '{info.name}': empty prompt")
             for key in (info.name, *info.synonyms):
-                normalized = normalize_name(key)
+                normalized = normalize_name(check_name(key, f"class name of '{info.name}'" if key != info.name
+                                                       else "class name"))
                 other = self._by_key.get(normalized)
                 if other is not None and other.id != info.id:
                     raise CatalogError(f"name '{key}' of '{info.name}' is already used by '{other.name}'")

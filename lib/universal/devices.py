@@ -73,15 +73,24 @@ def cpu_description() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UniversalError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UniversalError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return device
-
-
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as one of this
+    machine's devices (``cpu`` for any CPU, ``cuda:N`` with N given); anything else, or a GPU this
+    machine lacks, is a :class:`UniversalError` naming the devices there are, before anything is loaded."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = text.partition(":")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    choices = ", ".join(["auto", "cpu", *(f"cuda:{i}" for i in range(gpus))])
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
+        raise UniversalError(f"unknown device {name!r}; this machine has {choices}")
+    if kind == "cpu":
+        if index and int(index) != 0:
+            raise UniversalError(f"device {name!r}: the CPU is one device here; use cpu")
+        return torch.device("cpu")
+    if not gpus:
+        raise UniversalError(f"device {name!r} was asked for but no CUDA GPU is available; use cpu")
+    number = int(index) if index else torch.cuda.current_device()
+    if number >= gpus:
+        raise UniversalError(f"device {name!r} does not exist; this machine has {choices}")
+    return torch.device("cuda", number)

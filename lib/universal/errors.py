@@ -24,5 +24,13 @@ class CheckpointError(UniversalError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+class DiskFullError(UniversalError):
+    """A write that found its disk full; what was there before is unchanged."""
+
+
+class ReadOnlyError(UniversalError):
+    """A change asked of a folder this process may only read."""
+
+
 class WeightsUnavailableError(UniversalError):
     """Weights that are neither on disk nor downloadable."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -10,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from universal.errors import UniversalError
+from universal.errors import DiskFullError, UniversalError
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -50,6 +53,29 @@ def check_nifti_path(path: str | Path) -> Path:
     if not path.name.endswith((".nii", ".nii.gz")):
         raise UniversalError(f"NIfTI files end in .nii or .nii.gz; got {path}")
     return path
+
+
+@contextlib.contextmanager
+def full_disk_as_error(what: str) -> Iterator[None]:
+    """An error of a full disk (or quota) inside the block, an OSError or one raised from it, as a
+    :class:`DiskFullError` that says ``what`` could not be written and that nothing changed; other
+    errors pass as they are."""
+    try:
+        yield
+    except Exception as error:
+        full = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in FULL_DISK), None)
+        if full is None:
+            raise
+        raise DiskFullError(f"{what}: the disk is full ({full.strerror}); nothing was changed. Free some space "
+                            "and try again") from error
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from or while handling (a writer may wrap an OSError,
+    as torch.save does in a RuntimeError)."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -199,7 +199,8 @@ def _torch_load(path: str | Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if "Unsupported global" not in str(error):
-            detail = str(error).splitlines()[0] if isinstance(error, RuntimeError | EOFError) else type(error).__name__
+            lines = str(error).splitlines() if isinstance(error, RuntimeError | EOFError) else []
+            detail = lines[0] if lines else type(error).__name__
             raise CheckpointError(
                 f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint ({detail})"
             ) from error
@@ -312,10 +313,15 @@ def _load_weights(model: UniversalModel, state: dict[str, torch.Tensor], source)
             f"{_describe(source)} does not fit a {model.title} (width {model.width}) model: "
             + "; ".join(problems)
         )
-    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    not_finite = non_finite(state)
     if not_finite:
         raise CheckpointError(f"{_describe(source)} has NaN or infinite weights in {_preview(not_finite)}")
     model.load_state_dict(state, strict=False)
+
+
+def non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``state`` that hold NaN or infinite values."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _describe(source) -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from universal.catalog import DEFAULT_KIND, Catalog, ClassInfo, ClassKey
+from universal.errors import UniversalError
 from universal.nets.heads import HEAD_CHANNELS, HEAD_PARAMS, init_head_generator, run_heads
 from universal.nets.registry import DEFAULT_BACKBONE, BackboneRecord, backbone_record, build_backbone
 from universal.nets.text import EMBEDDING_DIM
@@ -168,6 +169,9 @@ class UniversalModel(nn.Module):
         embedding = torch.as_tensor(embedding, dtype=torch.float32).flatten()
         if embedding.numel() != EMBEDDING_DIM:
             raise ValueError(f"a class embedding has {EMBEDDING_DIM} values, got {embedding.numel()}")
+        if not bool(torch.isfinite(embedding).all()):
+            raise UniversalError("a class embedding holds finite numbers only; this one has NaN or infinite values "
+                                 "(float32 holds magnitudes up to 3.4e38)")
         self.class_embeddings = torch.cat([self.class_embeddings, embedding.to(self.class_embeddings)[None]])
         self.catalog = catalog
         return info

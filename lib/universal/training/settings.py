@@ -53,9 +53,10 @@ class TrainSettings:
         for name in ("warmup_steps", "checkpoint_every", "validate_every", "seed"):
             if getattr(self, name) < 0:
                 raise UniversalError(f"{name.replace('_', ' ')} must not be negative, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.embedding_learning_rate <= 0 or self.weight_decay < 0:
+        rates = (self.learning_rate, self.embedding_learning_rate)
+        if not all(0 < rate < float("inf") for rate in rates) or not 0 <= self.weight_decay < float("inf"):
             raise UniversalError("learning rates must be positive and weight decay not negative")
-        if self.max_grad_norm < 0:
+        if not 0 <= self.max_grad_norm < float("inf"):
             raise UniversalError(f"max grad norm must not be negative (0: no clipping), got {self.max_grad_norm}")
         check_precision(self.precision)
 
