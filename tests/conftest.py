@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,19 @@ def learned(learning_datasets, reference, tmp_path_factory) -> Path:
     from partial_labels import train_base
 
     return train_base(learning_datasets, tmp_path_factory.mktemp("learned"), reference / "txt_encoding.pth")
+
+
+@contextlib.contextmanager
+def mounted(folder: Path, *options: str):
+    """``folder`` as a mount of its own for the block: ``("tmpfs", "size=64k")`` for a small disk,
+    ``("bind", "ro")`` for a read-only view of it. Needs root (as CI runs); skipped elsewhere."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kind, *flags = options
+    command = (["mount", "-t", "tmpfs", "-o", ",".join(flags), "tmpfs", str(folder)] if kind == "tmpfs"
+               else ["mount", "--bind", "-o", ",".join(["bind", *flags]), str(folder), str(folder)])
+    if os.geteuid() != 0 or subprocess.run(command, capture_output=True).returncode != 0:
+        missing_in_ci(f"permission to mount ({' '.join(command)})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

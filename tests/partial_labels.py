@@ -1,5 +1,6 @@
-"""Phantom datasets with disjoint annotations and the learning recipe trained on them, shared by the
-training and learning tests and ``bench/learning.py``.
+"""Phantom datasets with disjoint annotations and the learning recipe (the demo model's,
+:mod:`universal.synth.demo`) trained on them, shared by the training and learning tests and
+``bench/learning.py``.
 
 ``Organs`` annotates liver, spleen and stomach; ``Kidneys`` both kidneys as one value (a right/left
 pair split by side); ``BothKidneys`` names "Kidneys", a class no model has yet.
@@ -19,6 +20,8 @@ from universal.cli import main
 from universal.inference import InferenceSettings, Segmenter
 from universal.io.scans import Scan
 from universal.synth import PhantomDataset, make_phantom, write_datasets
+from universal.synth.demo import LEARNING_RATE, PHANTOM, SPACING_MM, WARMUP_STEPS, WINDOW
+from universal.synth.demo import STEPS as BASE_STEPS
 from universal.training.datasets import DatasetTemplate, load_templates
 from universal.training.metrics import dice
 
@@ -34,17 +37,7 @@ TEMPLATES = """datasets:
     labels: {1: Kidneys}
 """
 
-# The learning recipe: phantoms of 410 × 410 × 480 mm; a width-8 U-Net trained from scratch at 6.4 mm, the
-# phantoms' in-plane spacing, with windows of 40 × 32 × 32 voxels (256 mm from right to left, 205 mm front to
-# back and along the body). At 8 mm the organs' boundaries alone capped a perfect model's spleen Dice at
-# 0.84-0.89 on the scans' grid, and seed 0 on one thread reached a mean of only 0.74; with 32³ windows a
-# model (seed 1, one thread) never told the right kidney from the left: windows 256 mm wide see enough of
-# both sides.
-PHANTOM = {"shape": (64, 64, 48), "spacing": (6.4, 6.4, 10.0)}
-SPACING_MM = 6.4
-WINDOW = (40, 32, 32)
 CASES_PER_DATASET = 8
-BASE_STEPS = 1200
 UNSEEN_SEEDS = (9001, 9002)
 LARGE_ORGANS = ("Liver", "Spleen", "Kidneys", "Stomach")
 TRAINED = ("Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney")
@@ -69,7 +62,8 @@ def train_base(datasets: dict[str, Path], root: Path, embeddings: Path, *, seed:
                  str(datasets["templates"]), "--validation-fraction", "0.25", "-o", str(datalist)]) == 0
     torch.set_num_threads(threads)
     arguments = ["train", str(datalist), "-o", str(root / "run"), "--width", "8", "--spacing", str(SPACING_MM),
-                 "--window", *map(str, WINDOW), "--steps", str(BASE_STEPS), "--lr", "3e-3", "--warmup-steps", "10",
+                 "--window", *map(str, WINDOW), "--steps", str(BASE_STEPS), "--lr", str(LEARNING_RATE),
+                 "--warmup-steps", str(WARMUP_STEPS),
                  "--checkpoint-every", "0", "--seed", str(seed), "--quiet"]
     with mock.patch.dict(os.environ, {"UNIVERSAL_TEXT_EMBEDDINGS": str(embeddings)}):
         assert main(arguments) == 0

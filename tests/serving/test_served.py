@@ -125,3 +125,35 @@ def test_a_second_refresh_during_a_download_keeps_the_status(tmp_path, monkeypat
         handler.release.set()
         hub.shutdown()
         hub.server_close()
+
+
+def test_an_unusable_current_model_falls_back_to_the_newest_whole_kept_version(tmp_path):
+    store = ModelStore(tmp_path / "model")
+    store.publish(tiny_model(["Liver"]), "first")
+    store.publish(tiny_model(["Liver", "Spleen"]), "second")
+    store.current_path.unlink()  # its own file again, not a link of version 2's
+    store.current_path.write_bytes(store.version_path(2).read_bytes()[:5000])  # truncated
+    store.version_path(2).write_bytes(b"")  # and version 2 lost too
+    served = ServedModel(store)
+    assert served.refresh() and served.source == store.version_path(1) and served.version() == 1
+    described = served.describe()
+    assert described["ready"] and "the current model cannot be used" in described["warning"]
+    assert "serving kept version 1" in described["warning"]
+    model, version = served.serving("cpu")
+    assert version == 1 and model.catalog.names == ["Liver"] == served.catalog().names
+    store.restore(1)  # the lead restores: the warning goes
+    assert served.refresh() and served.source == store.current_path and served.describe()["warning"] is None
+
+
+def test_the_demo_model_serves_only_until_the_released_weights_are_there(tmp_path):
+    demo = tmp_path / "demo.pt"
+    model = tiny_model(["Liver"])
+    universal.save_model(model, demo, provenance={"demo": True})
+    served = ServedModel(ModelStore(tmp_path / "model"), demo=demo)
+    assert served.refresh() and served.source == demo and served.demo
+    assert "synthetic images only" in served.describe()["warning"]
+    served.add_class("Appendix", embedding=[0.5] * 512)  # a model grown from the demo is demo too
+    assert served.refresh() and served.source == served.store.current_path and served.demo
+    released = universal.save_model(tiny_model(["Liver", "Spleen"]), tmp_path / "model" / RELEASED)
+    assert served.refresh() and served.source == released and not served.demo
+    assert served.describe()["warning"] is None and served.catalog().names == ["Liver", "Spleen"]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from universal.errors import UniversalError
-from universal.nets.checkpoint import load_model
+from universal.nets.checkpoint import load_model, non_finite
 from universal.nets.model import UniversalModel
 from universal.serving.annotations import Annotation, annotation_datalist, held_out_cases
 from universal.serving.gate import DEFAULT_TOLERANCE, GateDecision, regression_gate
@@ -46,16 +46,16 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs <= 0:
+        if not self.epochs > 0:  # NaN fails every comparison
             raise UniversalError(f"epochs must be positive, got {self.epochs}")
         if self.batch_size < 1 or self.processes < 1:
             raise UniversalError(f"batch size and processes must be at least 1, got {self.batch_size} and "
                                  f"{self.processes}")
-        if self.learning_rate <= 0:
+        if not 0 < self.learning_rate < float("inf"):
             raise UniversalError(f"the learning rate must be positive, got {self.learning_rate}")
         if not 0 <= self.held_out < 1:
             raise UniversalError(f"the held-out share must be at least 0 and below 1, got {self.held_out}")
-        if not 0 <= self.tolerance <= 1:
+        if not 0 <= self.tolerance <= 1:  # NaN fails it too
             raise UniversalError(f"the gate's tolerance is a Dice difference from 0 to 1, got {self.tolerance}")
 
 
@@ -103,6 +103,10 @@ def finetune(store: ModelStore, source: str | Path, annotations: Sequence[Annota
     else:
         candidate = train(training_only, run_dir, model=copy.deepcopy(previous), settings=train_settings,
                           progress=progress).model.cpu().eval()
+    if non_finite(candidate.state_dict()):
+        raise UniversalError(f"the training diverged: the fine-tuned weights hold NaN or infinite values, so nothing "
+                             f"was published; train again with a lower learning rate (this one: "
+                             f"{settings.learning_rate:g})")
     decision = regression_gate(previous, candidate, datalist, tolerance=settings.tolerance, device=settings.device)
     log.info(decision.summary())
     result = FinetuneResult(decision.publish, decision, run_dir, steps,

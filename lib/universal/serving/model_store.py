@@ -5,13 +5,16 @@ Layout of ``FOLDER``::
 
     universal.pt          the current model (own format), replaced atomically on publish or restore
     catalog.yaml          the current model's class catalogue (ids, names, prompts)
-    versions/v0001.pt     every published model, kept
+    versions/v0001.pt     every published model, kept, with its catalogue (v0001.yaml)
     versions.json         one record per version (origin, classes, gate decision) and the current one
     runs/<time>/          training runs (universal.training.loop's run folders)
     train_stats.json      the last fine-tuning's outcome
 
-A publication writes, each in one step, its version file, the catalogue, ``universal.pt`` and last the
-index, which makes it count; :meth:`ModelStore.recover` rolls back one a killed process left part-way.
+A publication writes its version file and catalogue, then puts the catalogue, ``universal.pt`` and
+the index beside their places (hard links of the kept files, taking no space) and moves them there,
+the index last, which makes it count: a full disk leaves the folder as it was, and
+:meth:`ModelStore.recover` rolls back one a killed process left part-way without needing free space.
+A folder this process may not write is served as it is; publishing into it is refused.
 
 Weights for a folder without ``universal.pt`` come from :meth:`ModelStore.resolve_weights`: a
 released file placed in the folder, then a given file or released name, then the release itself
@@ -25,17 +28,26 @@ import datetime
 import filecmp
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from universal.catalog import DEFAULT_KIND, Catalog, ClassInfo
-from universal.errors import UniversalError, WeightsUnavailableError
-from universal.io.atomic import atomic_open, atomic_write_text
+from universal.errors import ReadOnlyError, UniversalError, WeightsUnavailableError
+from universal.io.atomic import FULL_DISK, full_disk_as_error
 from universal.io.download import offline, resolve
-from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint, released_name, save_model
+from universal.nets.checkpoint import (
+    RELEASED_CHECKPOINTS,
+    load_model,
+    non_finite,
+    read_checkpoint,
+    released_name,
+    save_model,
+)
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE, backbone_record
 from universal.serving.training_status import TrainingStatus
@@ -79,14 +91,14 @@ class ModelStore:
     # -- weights --
 
     def resolve_weights(self, weights: str | Path | None = None, backbone: str = DEFAULT_BACKBONE,
-                        download: bool = True, progress: bool = True) -> Path:
-        """The checkpoint to serve: ``universal.pt``; a released file of ``backbone`` in the folder;
-        ``weights`` (a file, or a released name); the release of ``backbone`` as
-        :func:`~universal.io.download.resolve` finds it, downloaded only when ``download``.
+                        download: bool = True, progress: bool = True, current: bool = True) -> Path:
+        """The checkpoint to serve: ``universal.pt`` (unless ``current`` is false); a released file of
+        ``backbone`` in the folder; ``weights`` (a file, or a released name); the release of ``backbone``
+        as :func:`~universal.io.download.resolve` finds it, downloaded only when ``download``.
 
         Raises :class:`WeightsUnavailableError` saying where to put the file.
         """
-        if self.current_path.is_file():
+        if current and self.current_path.is_file():
             return self.current_path
         released = RELEASED_CHECKPOINTS[backbone_record(backbone).name]
         placed = self.folder / Path(released.filename).name
@@ -122,8 +134,13 @@ class ModelStore:
             return Catalog.default()
 
     def version_of(self, source: Path | None) -> int | None:
-        """The published version ``source`` is, or ``None`` for weights from outside the folder."""
-        return self.index().get("current") if source is not None and source == self.current_path else None
+        """The published version ``source`` is (the current model, or a kept version's file), or ``None``
+        for weights from outside the folder."""
+        if source is not None and source == self.current_path:
+            return self.index().get("current")
+        if source is not None and source.parent == self.folder / VERSIONS and source.stem[1:].isdigit():
+            return int(source.stem[1:])
+        return None
 
     # -- versions --
 
@@ -140,11 +157,34 @@ class ModelStore:
     def versions(self) -> list[dict]:
         return list(self.index()["versions"])
 
+    def writable(self) -> bool:
+        """Whether this process may write into the folder (created when it is missing)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".write-test.", dir=self.folder)
+        except OSError:
+            return False
+        os.close(handle)
+        os.unlink(probe)
+        return True
+
+    def require_writable(self, what: str) -> None:
+        """A :class:`ReadOnlyError` saying ``what`` cannot be done, unless the folder is writable."""
+        if not self.writable():
+            raise ReadOnlyError(f"cannot {what}: the model folder {self.folder} is read-only, so this server serves "
+                                "its current model but changes nothing; make the folder writable and restart")
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive access to the folder between processes (the server and its training process)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a") as handle:
+        """Exclusive access to the folder between processes (the server and its training process); a
+        folder this process may not write is only read, without a lock."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = open(self.folder / ".lock", "a")  # noqa: SIM115 - closed below
+        except OSError:
+            yield
+            return
+        with handle:
             try:
                 import fcntl
             except ImportError:  # no advisory locks on this platform: writes are still atomic
@@ -162,46 +202,68 @@ class ModelStore:
             return self.publish_locked(model, origin, details)
 
     def publish_locked(self, model: UniversalModel, origin: str, details: dict | None = None) -> dict:
-        """:meth:`publish` for a caller that holds :meth:`lock`."""
+        """:meth:`publish` for a caller that holds :meth:`lock`. A model whose weights are not all finite
+        is refused; a publication that cannot be written whole (a full disk) changes nothing."""
+        self.require_writable("publish a model")
+        bad = non_finite(model.state_dict())
+        if bad:
+            raise UniversalError(f"the model was not published: its weights hold NaN or infinite values (in "
+                                 f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the current model stays")
         index = self.index()
         version = max((record["version"] for record in index["versions"]), default=0) + 1
-        path = save_model(model, self.version_path(version), provenance={"version": version, "origin": origin})
         record = {
             "version": version,
-            "file": str(path.relative_to(self.folder)),
+            "file": str(self.version_path(version).relative_to(self.folder)),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "origin": origin,
             "classes": len(model.catalog),
             **(details or {}),
         }
-        model.catalog.save_yaml(self.catalog_path)  # before the model: a reader of the new model reads its classes
-        self._make_current(path)
-        index["versions"].append(record)
-        index["current"] = version
-        self._write_index(index)
+        with self._rolled_back_on_failure(), full_disk_as_error(f"model version {version} was not published"):
+            save_model(model, self.version_path(version), provenance={"version": version, "origin": origin})
+            model.catalog.save_yaml(self.version_catalog_path(version))
+            self._install(version, {**index, "versions": [*index["versions"], record], "current": version})
         log.info("published model version %d (%s)", version, origin)
         return record
 
     def restore(self, version: int) -> dict:
-        """Make a kept version current again; returns its record."""
+        """Make a kept version current again; returns its record. A version that cannot be read whole,
+        or whose weights are not finite, is refused."""
         with self.lock():
+            self.require_writable(f"restore version {version}")
             index = self.index()
             record = next((r for r in index["versions"] if r["version"] == version), None)
             if record is None:
                 kept = ", ".join(str(r["version"]) for r in index["versions"]) or "none"
                 raise UniversalError(f"no model version {version} in {self.folder / VERSIONS}; kept versions: {kept}")
-            path = self.version_path(version)
-            catalog = read_checkpoint(path).catalog
-            if catalog is not None:
-                catalog.save_yaml(self.catalog_path)
-            self._make_current(path)
-            index["current"] = index["restored"] = version
-            self._write_index(index)
+            problem = self.damage(self.version_path(version))
+            if problem:
+                raise UniversalError(f"version {version} cannot be restored: {problem}")
+            with self._rolled_back_on_failure(), full_disk_as_error(f"version {version} was not restored"):
+                self._install(version, {**index, "current": version, "restored": version})
         log.info("restored model version %d (%s)", version, record["origin"])
         return record
 
+    def damage(self, path: Path) -> str | None:
+        """What makes the weights file ``path`` unusable (unreadable, truncated, NaN or infinite
+        weights), or ``None`` for a whole one."""
+        try:
+            checkpoint = read_checkpoint(path)
+        except UniversalError as error:
+            return str(error)
+        bad = non_finite(checkpoint.state_dict)
+        return f"{path.name} has NaN or infinite weights (in {', '.join(bad[:3])})" if bad else None
+
+    def intact_versions(self) -> Iterator[int]:
+        """The kept versions whose files are whole, newest first."""
+        for record in sorted(self.versions(), key=lambda r: r["version"], reverse=True):
+            if self.version_path(record["version"]).is_file() and self.damage(self.version_path(record["version"])) \
+                    is None:
+                yield record["version"]
+
     def recover(self) -> list[str]:
-        """Undo what a killed process left half-done; returns what was undone (also logged).
+        """Undo what a killed process left half-done; returns what was undone (also logged). Needs no free
+        space: it removes files and links kept ones. A read-only folder is left as it is.
 
         A publication the index does not name (a version file without its record) is rolled back:
         ``universal.pt`` and ``catalog.yaml`` become the index's current version again (before the
@@ -209,44 +271,77 @@ class ModelStore:
         temporary files of interrupted atomic writes are removed, and a fine-tuning whose process is
         gone is reported as failed in the stats (``interrupted``).
         """
+        if not self.writable():
+            log.warning("model folder %s is read-only: served as it is, nothing to recover", self.folder)
+            return []
         undone = []
         with self.lock():
             for leftover in [*self.folder.glob(".*.part"), *(self.folder / VERSIONS).glob(".*.part")]:
                 leftover.unlink(missing_ok=True)
                 undone.append(f"removed {leftover.name}, left by an interrupted write")
-            index = self.index()
-            recorded = {self.version_path(r["version"]) for r in index["versions"]}
-            unrecorded = sorted(p for p in (self.folder / VERSIONS).glob("v*.pt") if p not in recorded)
-            if unrecorded:
-                current = index["current"]
-                if current is not None:
-                    self._make_current(self.version_path(current))
-                elif self.current_path.is_file() and any(filecmp.cmp(self.current_path, p, shallow=False)
-                                                         for p in unrecorded):
-                    self.current_path.unlink()
-                if self.current_path.is_file():
-                    catalog = read_checkpoint(self.current_path).catalog
-                    if catalog is not None:
-                        catalog.save_yaml(self.catalog_path)
-                else:
-                    self.catalog_path.unlink(missing_ok=True)
-                for path in unrecorded:
-                    path.unlink()
-                names = ", ".join(p.name for p in unrecorded)
-                undone.append(f"rolled back an interrupted publication ({names}); the current model is "
-                              f"{f'version {current}' if current is not None else 'the one before it'}")
+            rolled = self._roll_back()
+            undone += [rolled] if rolled else []
         lost = self.training.report_lost()
         undone += [lost] if lost else []
         for line in undone:
             log.warning("model folder %s: %s", self.folder, line)
         return undone
 
-    def _make_current(self, path: Path) -> None:
-        with open(path, "rb") as source, atomic_open(self.current_path) as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+    def version_catalog_path(self, version: int) -> Path:
+        return self.version_path(version).with_suffix(".yaml")
 
-    def _write_index(self, index: dict) -> None:
-        atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2) + "\n")
+    @contextlib.contextmanager
+    def _rolled_back_on_failure(self) -> Iterator[None]:
+        """A publication or restore that fails part-way (a full disk, a failed write) is undone at once."""
+        try:
+            yield
+        except Exception:
+            self._roll_back()
+            raise
+
+    def _roll_back(self) -> str | None:
+        """Make the index's current version current again and remove unrecorded version files; returns
+        what was done, or ``None`` when there was nothing to undo."""
+        index = self.index()
+        recorded = {self.version_path(r["version"]) for r in index["versions"]}
+        unrecorded = sorted(p for p in (self.folder / VERSIONS).glob("v*.pt") if p not in recorded)
+        if not unrecorded:
+            return None
+        current = index["current"]
+        if current is not None:
+            self._install(current)
+        elif self.current_path.is_file() and any(filecmp.cmp(self.current_path, p, shallow=False) for p in unrecorded):
+            self.current_path.unlink()
+            self.catalog_path.unlink(missing_ok=True)
+        for path in unrecorded:
+            path.unlink()
+            self.version_catalog_path(int(path.stem[1:])).unlink(missing_ok=True)
+        names = ", ".join(p.name for p in unrecorded)
+        return (f"rolled back an interrupted publication ({names}); the current model is "
+                f"{f'version {current}' if current is not None else 'the one before it'}")
+
+    def _install(self, version: int, index: dict | None = None) -> None:
+        """Make kept ``version`` the current model and catalogue, and write ``index`` (when given): each
+        file is first put beside its place (a hard link of the kept one, taking no space, where the file
+        system has them), and only once all are there moved into place, the index last."""
+        catalog = self.version_catalog_path(version)
+        if not catalog.is_file():  # a version kept before catalogues were kept beside versions
+            read_checkpoint(self.version_path(version)).catalog.save_yaml(catalog)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            staged.append((_beside(self.catalog_path, lambda temp: _link_or_copy(catalog, temp)), self.catalog_path))
+            staged.append((_beside(self.current_path, lambda temp: _link_or_copy(self.version_path(version), temp)),
+                           self.current_path))
+            if index is not None:
+                text = json.dumps(index, indent=2) + "\n"
+                staged.append((_beside(self.folder / INDEX, lambda temp: temp.write_text(text)), self.folder / INDEX))
+        except BaseException:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            raise
+        for temporary, target in staged:
+            os.replace(temporary, target)
+            temporary.unlink(missing_ok=True)  # a rename onto a link of the same file leaves both names
 
     # -- classes --
 
@@ -258,9 +353,34 @@ class ModelStore:
         Its embedding is ``embedding`` or the CLIP embedding of its prompt (default: the released
         template around ``name``). Existing classes compute exactly as before.
         """
+        self.require_writable(f"add the class '{name}'")
         with self.lock():
             model = load_model(self.current_path if self.current_path.is_file() else source)
             info = model.add_class(name, prompt, embedding, kind=kind, parents=parents, synonyms=synonyms,
                                    text_encoder=text_encoder)
             self.publish_locked(model, f"class added: {info.name}")
         return info
+
+
+def _beside(target: Path, write) -> Path:
+    """A temporary file beside ``target`` that ``write(path)`` fills; removed when writing fails."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        temporary.unlink()
+        write(temporary)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """``destination`` as a hard link of ``source`` (no space taken), or a copy where links are not possible."""
+    try:
+        os.link(source, destination)
+    except OSError as error:
+        if error.errno in FULL_DISK:
+            raise
+        shutil.copyfile(source, destination)

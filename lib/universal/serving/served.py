@@ -1,6 +1,6 @@
 """The model a server answers with: which weights file is in use (the model folder's current model once
-one is published, else the weights :meth:`ModelStore.resolve_weights` finds), whether it is ready,
-and the loaded model per device, reloaded when the file changes."""
+one is published, else the weights :meth:`ModelStore.resolve_weights` finds, else a demo model),
+whether it is ready, and the loaded model per device, reloaded when the file changes."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 from universal.catalog import DEFAULT_KIND, Catalog, ClassInfo
 from universal.devices import resolve_device
 from universal.errors import UniversalError, WeightsUnavailableError
-from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model
+from universal.nets.checkpoint import RELEASED_CHECKPOINTS, load_model, read_checkpoint
 from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.serving.model_store import ModelStore
 
 log = logging.getLogger(__name__)
+
+DEMO_WARNING = ("a demo model trained on synthetic phantoms is in use: it segments synthetic images only, not "
+                "patients; put the released weights in place to segment real CT")
 
 
 class ModelNotReady(UniversalError):
@@ -28,19 +31,27 @@ class ServedModel:
 
     ``weights``: a file or released name to serve until the folder has a model of its own;
     ``backbone``: the release looked for otherwise; ``download``: whether that release may be
-    downloaded (by :meth:`refresh` with ``download=True``).
+    downloaded (by :meth:`refresh` with ``download=True``); ``demo``: a model for synthetic images
+    (:mod:`universal.synth.demo`), served only while no other weights are found, and announced as such.
+
+    A current model that cannot be used (unreadable, truncated, not finite) is not served: the newest
+    whole kept version is, with a warning.
     """
 
     def __init__(self, store: ModelStore, *, weights: str = "", backbone: str = DEFAULT_BACKBONE,
-                 download: bool = True):
+                 download: bool = True, demo: str | Path | None = None):
         self.store = store
         self.weights, self.backbone, self.download = weights, backbone, download
+        self.demo_path = Path(demo) if demo else None
         self.source: Path | None = None
         self.status = "looking for weights"
+        self.warning: str | None = None
+        self.demo = False  # whether the weights in use are (or were fine-tuned from) the demo model
         self._downloads = 0  # downloads running (refresh(download=True) calls in flight)
         self._lock = threading.RLock()
         self._models: dict[str, tuple[tuple, UniversalModel]] = {}
         self._catalog: tuple[tuple, Catalog] | None = None
+        self._inspected: dict[tuple, tuple[str | None, bool]] = {}  # file key: (its damage, whether it is demo)
 
     # -- weights --
 
@@ -53,12 +64,11 @@ class ServedModel:
                 self._downloads += 1
                 self.status = f"downloading the released {self.backbone} weights"
         try:
-            source = self.store.resolve_weights(self.weights or None, self.backbone,
-                                                download=download and self.download)
+            source, warning = self._find(download and self.download)
         except UniversalError as error:
             with self._lock:
                 before = self.status
-                self.source = None
+                self.source, self.warning, self.demo = None, None, False
                 if not self.downloading or download:
                     self.status = (f"not ready: {error} (start the server with --conf weights PATH)"
                                    if isinstance(error, WeightsUnavailableError) else f"not ready: {error}")
@@ -71,13 +81,58 @@ class ServedModel:
                     self._downloads -= 1
         with self._lock:
             changed = source != self.source
-            self.source = source
+            self.source, self.warning, self.demo = source, warning, self._inspect(source)[1]
             self.status = "ready"
         if changed and announce:
             released = next((r for r in RELEASED_CHECKPOINTS.values() if Path(r.filename).name == source.name), None)
             licence = f"; licence: {released.licence}" if released else ""
             log.info("Universal Model weights: %s%s", source, licence)
+            for line in filter(None, (warning, DEMO_WARNING if self.demo else None)):
+                log.warning("Universal Model: %s", line)
         return True
+
+    def _find(self, download: bool) -> tuple[Path, str | None]:
+        """(the weights to serve, a warning about them): the folder's current model, or its newest whole
+        kept version when the current one cannot be used; released or given weights before a model
+        fine-tuned from the demo; the demo model when nothing else is found."""
+        try:
+            source = self.store.resolve_weights(self.weights or None, self.backbone, download=download)
+        except WeightsUnavailableError:
+            if self.demo_path is None or not self.demo_path.is_file():
+                raise
+            source = self.demo_path
+        problem, demo = self._inspect(source)
+        if source == self.store.current_path and problem:
+            version = next(self.store.intact_versions(), None)
+            if version is not None:
+                return self.store.version_path(version), (
+                    f"the current model cannot be used ({problem}); serving kept version {version}. Restore a "
+                    "version (--conf restore N) or publish a new model")
+        if source == self.store.current_path and (problem or demo):
+            try:  # released or given weights replace a model grown from the demo as soon as they are there
+                return self.store.resolve_weights(self.weights or None, self.backbone, download=False,
+                                                  current=False), None
+            except WeightsUnavailableError:
+                if problem:
+                    raise UniversalError(f"the current model cannot be used: {problem}; no kept version is whole, "
+                                         "and no other weights are found") from None
+        elif problem:
+            raise UniversalError(problem)
+        return source, None
+
+    def _inspect(self, source: Path) -> tuple[str | None, bool]:
+        """(what makes ``source`` unusable or ``None``, whether it is the demo model or grown from it),
+        read once per file content."""
+        try:
+            stat = source.stat()
+            key = (str(source), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return f"{source} cannot be read", False
+        if key not in self._inspected:
+            problem = self.store.damage(source)
+            demo = not problem and bool(read_checkpoint(source).provenance.get("demo"))
+            self._inspected[key] = (problem, demo)
+        return self._inspected[key]
 
     @property
     def downloading(self) -> bool:
@@ -121,9 +176,10 @@ class ServedModel:
 
     def follow_publications(self) -> None:
         """Switch to the model folder's current model once one is published (by a training process)
-        while other weights are in use."""
-        if self.source is not None and self.source != self.store.current_path and self.store.current_path.is_file():
-            self.refresh(download=False)
+        while other weights are in use, and away from the demo model once other weights are there."""
+        published = self.source != self.store.current_path and self.store.current_path.is_file()
+        if self.source is not None and (published or self.demo):
+            self.refresh(download=False, announce=not self.warning)
 
     # -- models --
 
@@ -145,7 +201,7 @@ class ServedModel:
                 log.info("loading the Universal Model from %s onto %s", source, target)
                 self._models[str(target)] = (key, load_model(source, target))
             key, model = self._models[str(target)]
-        published = Path(key[0]) == self.store.current_path
+        published = self.store.version_of(Path(key[0])) is not None
         return model, model.provenance.get("version") if published else None
 
     def catalog(self) -> Catalog:
@@ -164,9 +220,12 @@ class ServedModel:
         """The model's state for /info (weights placed since the last look are found)."""
         if not self.ready and not self.downloading:
             self.refresh(download=False)
+        self.follow_publications()
         return {
             "ready": self.ready,
             "status": self.status,
+            "demo": self.demo,
+            "warning": " ".join(filter(None, (self.warning, DEMO_WARNING if self.demo else None))) or None,
             "weights": str(self.source) if self.source else None,
             "backbone": self.backbone,
             "version": self.version(),
