@@ -13,22 +13,24 @@ import threading
 from pathlib import Path
 
 from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScoring, UncertaintyStrategy
-from lib.batch import UniversalBatchInfer
+from lib.batch import UniversalBatchInfer, batch_settings
 from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
 from lib.pacs import PacsDatastore, dicomweb_client
 from lib.patches import add_routes, check_tokens, record_uploads, take_upload
 from lib.state import AppState, ModelNotReady
-from lib.trainer import UniversalTrainer
+from lib.trainer import UniversalTrainer, finetune_settings
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.tasks.activelearning.first import First
 
 import universal
 from universal.catalog import normalize_name
 from universal.errors import UniversalError
 from universal.io.download import offline
+from universal.io.names import plain_name
 from universal.nets.text import EMBEDDING_DIM
 from universal.serving.annotations import AnnotationError, new_class_names, read_annotation
 
@@ -99,7 +101,8 @@ class UniversalApp(MONAILabelApp):
             import monailabel.app
             from monailabel.interfaces.utils.app import app_instance
 
-            add_routes(monailabel.app.app, lambda: app_instance().state, int(self.app_conf.max_upload_mb * 2**20))
+            add_routes(monailabel.app.app, lambda: app_instance().state, int(self.app_conf.max_upload_mb * 2**20),
+                       self.check_task)
             record_uploads()
             check_tokens()
 
@@ -114,6 +117,9 @@ class UniversalApp(MONAILabelApp):
         ready = self.state.refresh(download=False, announce=False)
         if ready:
             log.info("Universal Model weights: %s (version %s)", self.state.source, self.state.version())
+            warning = self.state.describe()["warning"]
+            if warning:
+                log.warning("Universal Model: %s", warning)
             if self.app_conf.preload:
                 self.state.model(self.app_conf.device)
         elif self.app_conf.download and not offline():
@@ -134,6 +140,8 @@ class UniversalApp(MONAILabelApp):
     def infer(self, request, datastore=None):
         if request.get("model") != MODEL_NAME:
             raise http_error(404, f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
+        if request.get("save_label"):  # MONAI Label saves the answer under label_tag: a plain name, asked first
+            plain_name(str(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value), "label_tag")
         image = request.get("image")
         if isinstance(image, str) and os.path.exists(image):
             if not (self.app_conf.allow_local_paths or take_upload(image) or self._is_session_image(image)):
@@ -161,6 +169,19 @@ class UniversalApp(MONAILabelApp):
             return super().next_sample(request)
         except ModelNotReady as error:
             raise http_error(503, str(error)) from error
+
+    def check_task(self, task: str, params: dict) -> None:
+        """Raise the library's error for a training (``task`` ``"train"``) or batch inference (``"batch"``)
+        request that can only fail: a read-only model folder, or a parameter out of range."""
+        params = params.get(MODEL_NAME, params) if isinstance(params.get(MODEL_NAME), dict) else params
+        if task == "train":
+            self.state.store.require_writable("train")
+            finetune_settings(self.app_conf, params)
+            return
+        try:
+            batch_settings(params, self.app_conf.device)
+        except ValueError as error:
+            raise UniversalError(f"bad batch inference parameter: {error}") from error
 
     def check_label(self, image_id: str, label_file: str, info: dict) -> dict:
         """Refuse a final label the trainer could not use (422), adding the classes its

@@ -167,20 +167,29 @@ def test_infer_returns_a_label_map_on_the_images_grid(client, ready):
     assert np.allclose(affine, case1.affine, atol=1e-4)
 
 
-def test_a_subset_of_classes_keeps_the_catalogue_ids(client, ready):
-    """Values are catalogue ids and label_names lists every class, for a subset too: OHIF names values
-    by /info id, 3D Slicer gives the k-th name (by value) to value k."""
+def test_a_subset_by_name_is_numbered_1_to_k_and_label_prompt_keeps_the_info_ids(client, ready):
+    """label_names says what each value is: a subset named in ``classes`` (3D Slicer's options table)
+    holds values 1..K in id order, naming only those classes; ids sent as ``label_prompt`` (OHIF) keep
+    their /info ids."""
     ids = labels(client)
     asked = {"classes": ["Stomach", "spleen"], "threshold": 0.3, "overlap": 0.25, "postprocess": "false",
              "device": "cpu"}
     result_file, params = client.infer("universal", "case0", asked)
-    assert params["label_names"] == ids and list(ids.values()) == list(range(1, len(ids) + 1))
-    assert set(np.unique(nib.load(result_file).get_fdata()).astype(int)) <= {0, ids["Spleen"], ids["Stomach"]}
+    assert params["label_names"] == {"Spleen": 1, "Stomach": 2}  # Spleen's id is below Stomach's
+    subset = np.asarray(nib.load(result_file).dataobj)
+    assert set(np.unique(subset).astype(int)) <= {0, 1, 2}
     assert set(params["report"]["classes"]) == {"Spleen", "Stomach"}
     settings = params["report"]["settings"]
     assert (settings["threshold"], settings["overlap"], settings["postprocess"]) == (0.3, 0.25, False)
     _, by_id = client.infer("universal", "case0", {"classes": f"{ids['Stomach']},{ids['Spleen']}"})  # one string
     assert set(by_id["report"]["classes"]) == {"Spleen", "Stomach"}
+    prompted, params = client.infer("universal", "case0", {"label_prompt": [ids["Stomach"], ids["Spleen"]],
+                                                           "threshold": 0.3, "overlap": 0.25, "postprocess": False,
+                                                           "device": "cpu"})
+    assert params["label_names"] == {"Spleen": ids["Spleen"], "Stomach": ids["Stomach"]}
+    by_ids = np.asarray(nib.load(prompted).dataobj)
+    assert np.array_equal(by_ids == ids["Stomach"], subset == 2)
+    assert np.array_equal(by_ids == ids["Spleen"], subset == 1)
 
 
 def test_result_compress_dtype_and_extension_are_honoured(ready):

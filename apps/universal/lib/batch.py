@@ -21,10 +21,12 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 import universal
+from universal.errors import UniversalError
 from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
 from universal.inference.jobs import CaseOutcome
 from universal.inference.result import LABEL_MAP_NAME
+from universal.io.names import plain_name
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, parse_number
@@ -32,6 +34,23 @@ from .infer import inference_settings, requested_classes
 from .state import AppState
 
 log = logging.getLogger(__name__)
+
+
+def batch_settings(request: dict, default_device: str):
+    """(engine, workers, image limit, label tag, inference settings) of a batch request; a ValueError or
+    UniversalError naming a malformed one."""
+    engine = str(request.get("engine") or "local")
+    if engine not in ENGINES:
+        raise UniversalError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
+    workers = parse_number("workers", request.get("workers"), 0, integer=True) or None
+    limit = parse_number("max_batch_size", request.get("max_batch_size"), 0, integer=True)
+    tag = plain_name(str(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value), "label_tag")
+    if str(request.get("device") or "").startswith("cuda") and not torch.cuda.is_available():
+        # the endpoint's default asks for cuda; MONAI Label falls back to the CPU then
+        # (monailabel/utils/others/generic.py, name_to_device), and so does this task
+        log.info("batch inference: no CUDA GPU here, so it runs on the CPU")
+        request = {**request, "device": "cpu"}
+    return engine, workers, limit, tag, inference_settings(request, default_device)
 
 
 class UniversalBatchInfer:
@@ -43,20 +62,9 @@ class UniversalBatchInfer:
     def __call__(self, request: dict, datastore: Datastore, infer=None) -> dict:
         if request.get("model", MODEL_NAME) != MODEL_NAME:
             raise ValueError(f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
-        engine = str(request.get("engine") or "local")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
-        workers = parse_number("workers", request.get("workers"), 0, integer=True) or None
-        limit = parse_number("max_batch_size", request.get("max_batch_size"), 0, integer=True)
-        tag = str(request.get("label_tag") or DefaultLabelTag.ORIGINAL)
+        engine, workers, limit, tag, settings = batch_settings(request, self.state.conf.device)
         image_ids = sorted(BatchInferTask().get_images(request, datastore))  # MONAI Label's choice of images
         image_ids = image_ids[:limit] if limit > 0 else image_ids
-        if str(request.get("device") or "").startswith("cuda") and not torch.cuda.is_available():
-            # the endpoint's default asks for cuda; MONAI Label falls back to the CPU then
-            # (monailabel/utils/others/generic.py, name_to_device), and so does this task
-            log.info("batch inference: no CUDA GPU here, so it runs on the CPU")
-            request = {**request, "device": "cpu"}
-        settings = inference_settings(request, self.state.conf.device)
         model, version = self.state.serving(settings.device)
         label_names = model.catalog.label_map()
         log.info("batch inference of %d images on %s (label tag %s)", len(image_ids), engine, tag)

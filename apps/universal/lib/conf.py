@@ -5,6 +5,7 @@ strings or JSON values. Ranges are the library's: values are checked where they 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, fields
 
 from fastapi import HTTPException
@@ -41,7 +42,7 @@ def parse_bool(name: str, value, default: bool) -> bool:
 
 
 def parse_number(name: str, value, default: float, *, integer: bool = False) -> float:
-    """``value`` (a number or its text) as a float, or an int when ``integer``; ``default`` when empty."""
+    """``value`` (a finite number or its text) as a float, or an int when ``integer``; ``default`` when empty."""
     if value is None or value == "":
         return default
     if isinstance(value, bool):
@@ -50,6 +51,8 @@ def parse_number(name: str, value, default: float, *, integer: bool = False) -> 
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if integer and number != int(number):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     return int(number) if integer else number
@@ -71,6 +74,7 @@ class AppConf:
     val_split: float = FINETUNE.held_out
     gate_tolerance: float = FINETUNE.tolerance
     inline_scoring: int = 2
+    demo_model: str = ""
     preload: bool = False
     allow_local_paths: bool = False
     max_image_voxels: int = 512 * 512 * 2048  # a volume's values; 2 GiB as float32

@@ -2,7 +2,11 @@
 saves labels so that a server killed mid-save leaves the old label or the new one, each with its own
 record, and a valid ``datastore_v2.json``: the label file and the index are each replaced in one
 step, and a note of the save in progress (``labels/<tag>/.<name>.saving.json``, written first and
-removed last) lets the next start give a new file its record."""
+removed last) lets the next start give a new file its record.
+
+Every image id and label tag a request names becomes part of a file's path, so each must be a plain
+name (:func:`universal.io.names.plain_name`) in every method that takes one; a full disk answers 507
+and leaves what was saved before as it was."""
 
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from watchdog.events import FileModifiedEvent
 
-from universal.io.atomic import atomic_open, atomic_write_text, sha256_of
+from universal.io.atomic import atomic_open, atomic_write_text, full_disk_as_error, sha256_of
+from universal.io.names import plain_name
 from universal.io.scans import ScanError, ScanTooLargeError, read_scan
 
 from .conf import http_error
@@ -51,17 +56,30 @@ class CheckedDatastore(LocalDatastore):
             self._on_any_event(written)  # an image or a label: reconcile the index with the files
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict) -> str:
-        if not image_id or "/" in image_id or "\\" in image_id or image_id.startswith(".") or "\0" in image_id:
-            raise http_error(422, f"image id {image_id!r} is not a plain name: an id names a file in the studies "
-                                  "folder, without '/', '\\' or a leading '.'")
+        """``LocalDatastore.add_image`` (its file name and record) for a readable CT only, the file copied
+        beside its place and moved there in one step."""
+        _, extension = self._to_id(os.path.basename(image_filename))
+        plain_name(image_id, "image id")
+        name = plain_name(self._filename(image_id, extension), "image file name")
+        if image_id in self._datastore.objects:
+            raise http_error(409, f"image '{image_id}' exists already; remove it first (DELETE /datastore/image, "
+                                  "admin) or add the new image under another id")
         try:
             read_scan(image_filename, max_voxels=self.max_voxels)
         except ScanError as error:
             status = 413 if isinstance(error, ScanTooLargeError) else 422
             raise http_error(status, f"image '{image_id}' was not added: {error}") from error
-        return super().add_image(image_id, image_filename, image_info)
+        info = {**(image_info or {}), "ts": int(time.time()), "name": name}
+        with FileLock(self._lock_file), full_disk_as_error(f"image '{image_id}' was not added"):
+            with open(image_filename, "rb") as source, atomic_open(Path(self._datastore.image_path()) / name) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=extension))
+            self._update_datastore_file(lock=False)
+        log.info("image added: %s", image_id)
+        return image_id
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
+        plain_name(label_tag, "label tag")
         if not self.get_image_uri(image_id):
             raise http_error(404, f"no image '{image_id}' in the datastore; add the image first "
                                   "(PUT /datastore/image) or use an id from GET /datastore/?output=all")
@@ -76,7 +94,7 @@ class CheckedDatastore(LocalDatastore):
         name = self._filename(image_id, extension)
         folder = Path(self._datastore.label_path(label_tag))
         info = {**(label_info or {}), "ts": int(time.time()), "name": name}
-        with FileLock(self._lock_file):
+        with FileLock(self._lock_file), full_disk_as_error(f"the {label_tag} label of '{image_id}' was not saved"):
             note = folder / f".{name}.saving.json"
             atomic_write_text(note, json.dumps({"image": image_id, "tag": label_tag, "ext": extension, "info": info,
                                                 "sha256": sha256_of(label_filename)}))
@@ -87,6 +105,18 @@ class CheckedDatastore(LocalDatastore):
             note.unlink()
         log.info("label saved: %s (%s)", image_id, label_tag)
         return image_id
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        return super().get_label_uri(label_id, plain_name(label_tag, "label tag"))
+
+    def get_label_info(self, label_id: str, label_tag: str) -> dict:
+        return super().get_label_info(label_id, plain_name(label_tag, "label tag"))
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        return super().remove_label(label_id, plain_name(label_tag, "label tag"))
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict) -> None:
+        return super().update_label_info(label_id, plain_name(label_tag, "label tag"), info)
 
     def _finish_interrupted_saves(self) -> None:
         """After a kill mid-save: a label file that is the noted new one gets the noted record (else

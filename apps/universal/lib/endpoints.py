@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC
 
-from universal.errors import CatalogError, DuplicateClassError, UniversalError
+from universal.catalog import DEFAULT_KIND, KINDS
+from universal.errors import CatalogError, DiskFullError, DuplicateClassError, ReadOnlyError, UniversalError
 from universal.nets.text import EMBEDDING_DIM
 
 from .conf import http_error
@@ -40,26 +41,16 @@ def class_router(current_state) -> APIRouter:
                  dependencies=annotator)
     def add_class(body: NEW_CLASS_BODY):
         state: AppState = current_state()
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise http_error(422, "a new class needs a 'name', e.g. {\"name\": \"Appendix\"}")
-        embedding = body.get("embedding")
-        if embedding is not None and (not isinstance(embedding, list) or len(embedding) != EMBEDDING_DIM
-                                      or not all(isinstance(v, int | float) for v in embedding)):
-            raise http_error(422, f"'embedding' must be a list of {EMBEDDING_DIM} numbers (a CLIP ViT-B/32 text "
-                                  "embedding); leave it out to embed the prompt")
         try:
-            info = state.add_class(name.strip(), body.get("prompt") or None, embedding,
-                                   kind=str(body.get("kind") or "organ"), parents=body.get("parents") or (),
-                                   synonyms=body.get("synonyms") or ())
-        except ModelNotReady as error:
-            raise http_error(503, f"cannot add a class: {error}") from error
+            info = state.add_class(**new_class(body))
         except DuplicateClassError as error:
             raise http_error(409, str(error)) from error
         except CatalogError as error:
             raise http_error(422, str(error)) from error
-        except (UniversalError, ValueError) as error:
-            raise http_error(422, f"cannot add class '{name}': {error}") from error
+        except UniversalError as error:
+            raise http_error(error_status(error), f"cannot add the class: {error}") from error
+        except ValueError as error:
+            raise http_error(422, f"cannot add the class: {error}") from error
         return {"class": info.to_record(), "labels": state.catalog().label_map(), "version": state.version()}
 
     @router.get("/versions", summary="Published models; restore one with --conf restore VERSION", dependencies=user)
@@ -68,6 +59,30 @@ def class_router(current_state) -> APIRouter:
         return state.store.index()
 
     return router
+
+
+def new_class(body: dict) -> dict:
+    """The arguments of :meth:`AppState.add_class` from a ``POST /universal/classes`` body, each of the
+    type it must have (the library checks the values); an HTTP 422 naming the field otherwise."""
+    name, prompt, embedding = body.get("name"), body.get("prompt"), body.get("embedding")
+    if not isinstance(name, str) or not name.strip():
+        raise http_error(422, "a new class needs a 'name', e.g. {\"name\": \"Appendix\"}")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise http_error(422, "'prompt' must be a text, e.g. \"A computerized tomography of a Appendix\"; leave it "
+                              "out for the released template around the name")
+    numbers = isinstance(embedding, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                  for v in embedding)
+    if embedding is not None and (not numbers or len(embedding) != EMBEDDING_DIM):
+        raise http_error(422, f"'embedding' must be a list of {EMBEDDING_DIM} numbers (a CLIP ViT-B/32 text "
+                              "embedding); leave it out to embed the prompt")
+    kind = body.get("kind") or DEFAULT_KIND
+    if kind not in KINDS:
+        raise http_error(422, f"'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    lists = {field: body.get(field) or [] for field in ("parents", "synonyms")}
+    for field, values in lists.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise http_error(422, f"'{field}' must be a list of names, e.g. [\"Liver\"], got {values!r}")
+    return {"name": name.strip(), "prompt": prompt, "embedding": embedding, "kind": kind, **lists}
 
 
 async def malformed_json(request: Request, error: json.JSONDecodeError) -> JSONResponse:
@@ -84,6 +99,13 @@ async def nested_too_deep(request: Request, error: RecursionError) -> JSONRespon
                   "params={\"threshold\": 0.5}"})
 
 
+def error_status(error: UniversalError) -> int:
+    """The HTTP status of a library error: 503 while the model is not ready, 507 for a full disk, 409 for
+    a change asked of a read-only folder, 422 for anything else the request asked."""
+    kinds = ((ModelNotReady, 503), (DiskFullError, 507), (ReadOnlyError, 409))
+    return next((status for kind, status in kinds if isinstance(error, kind)), 422)
+
+
 async def library_error(request: Request, error: UniversalError) -> JSONResponse:
-    """422 (503 when the model is not ready) for a library error no task turned into an answer."""
-    return JSONResponse(status_code=503 if isinstance(error, ModelNotReady) else 422, content={"detail": str(error)})
+    """The library's error as an answer (:func:`error_status`), for errors no task turned into one."""
+    return JSONResponse(status_code=error_status(error), content={"detail": str(error)})

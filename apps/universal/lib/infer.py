@@ -1,14 +1,24 @@
 """The ``universal`` infer task: a request in, :class:`universal.Segmenter` on the image, a label map
 and the report out.
 
-One rule for label values, which both real clients read right: **a voxel's value is its class's
-catalogue id**, the id ``/info`` lists, and ``label_names`` always holds every class, ``{name: id}``
-with ids 1..N. OHIF v3 names each value by the ``/info`` id (``modelLabelToIdxMap`` in the MONAILabel
-repository's plugins/ohifv3/extensions/monai-label/src/components/MonaiLabelPanel.tsx), also for the ids
-it sends as ``label_prompt``; 3D Slicer sorts ``label_names`` by value and gives the k-th name to
-value k (``onClickSegmentation`` and ``updateSegmentationMask`` in plugins/slicer/MONAILabel/MONAILabel.py,
-through ``ImportLabelmapToSegmentationNode`` with segment ids), which is the id only because the ids
-are 1..N. Classes that were not asked for are empty.
+One rule for label values, which both real clients read right: **``label_names`` maps each class in
+the answer to its voxels' value**, and
+
+- without a subset, and for ids sent as ``label_prompt`` (OHIF's Class Prompts), a voxel's value is
+  its class's catalogue id, the id ``/info`` lists (``label_names``: every class, ``{name: id}``, ids
+  1..N; for ``label_prompt``, the classes asked for with their ids);
+- for a subset named in ``classes`` (3D Slicer's options table), the classes asked for are numbered
+  1..K in id order, and ``label_names`` lists exactly them.
+
+OHIF v3 never reads ``label_names``: it names each value by the ``/info`` id (``modelLabelToIdxMap``
+in the MONAILabel repository's plugins/ohifv3/extensions/monai-label/src/components/MonaiLabelPanel.tsx),
+also for the ids it sends as ``label_prompt``. 3D Slicer sorts ``label_names`` by value and gives
+the k-th name to value k (``onClickSegmentation`` and ``updateSegmentationMask`` in
+plugins/slicer/MONAILabel/MONAILabel.py), and makes a segment of every name it is given
+(``ImportLabelmapToSegmentationNode`` with segment ids: Slicer/Slicer
+Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.cxx creates each listed segment
+and gives it label value index + 1): so it shows every class for a full answer and exactly the
+classes asked for a subset, each by its name.
 """
 
 from __future__ import annotations
@@ -19,9 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 import universal
+from universal.devices import resolve_device
 from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
@@ -40,18 +52,33 @@ def inference_settings(request: dict, default_device: str) -> universal.Inferenc
     """The request's ``threshold``, ``overlap``, ``postprocess`` and ``device``; ValueError or
     UniversalError naming a malformed one (the library checks the ranges)."""
     defaults = universal.InferenceSettings()
-    return universal.InferenceSettings(
+    settings = universal.InferenceSettings(
         threshold=parse_number("threshold", request.get("threshold"), defaults.threshold),
         overlap=parse_number("overlap", request.get("overlap"), defaults.overlap),
         postprocess=parse_bool("postprocess", request.get("postprocess"), defaults.postprocess),
         device=str(request.get("device") or default_device),
     )
+    resolve_device(settings.device)  # one of this machine's devices, before any model is loaded for it
+    return settings
 
 
 def requested_classes(request: dict):
     """The classes a request asks for: ``classes`` (3D Slicer's option, the API's), or ``label_prompt``
     (the ids OHIF's Class Prompts send); ``None`` for all."""
     return request.get("classes") or request.get("label_prompt") or None
+
+
+def answer_values(label_map: np.ndarray, catalog, wanted: list[int], classes, renumbered: bool):
+    """(the label map to send, its ``label_names``) by the module docstring's rule: catalogue ids, with
+    every class (all asked) or the classes asked (``label_prompt``); or, ``renumbered``, the asked
+    classes as values 1..K in id order."""
+    if classes is None:
+        return label_map, catalog.label_map()
+    if not renumbered:
+        return label_map, {catalog[i].name: i for i in wanted}
+    table = np.zeros(256, np.uint8)
+    table[wanted] = np.arange(1, len(wanted) + 1)
+    return table[label_map], {catalog[i].name: value for value, i in enumerate(wanted, start=1)}
 
 
 class UniversalInfer(InferTask):
@@ -89,6 +116,7 @@ class UniversalInfer(InferTask):
         try:
             settings = inference_settings(request, self.state.conf.device)
             classes = requested_classes(request)
+            renumbered = bool(request.get("classes"))  # a subset by name: values 1..K (see the module docstring)
             extension = self._extension(request)
             # read as MONAI Label's own writer reads them (monailabel/transform/writer.py: Writer.__call__)
             dtype = str(request.get("result_dtype") or "uint8")
@@ -118,19 +146,21 @@ class UniversalInfer(InferTask):
             result = segmenter(scan, wanted)
         except UniversalError as error:
             raise http_error(422, f"the image cannot be segmented: {error}") from error
+        label_map, label_names = answer_values(result.label_map, segmenter.catalog, wanted, classes, renumbered)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
         if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
             write_segmentation(result.label_map, segmenter.catalog, read_series(request["image"]), path)
         else:
-            write_label_file(result.label_map, scan.affine, path, dtype=dtype, compress=compress)
+            write_label_file(label_map, scan.affine, path, dtype=dtype, compress=compress)
         done = time.perf_counter()
         log.info("segmented %s: %d classes in %.2f s", scan.name, len(wanted), done - started)
+        described = self.state.describe()
         return path, {
-            "label_names": segmenter.catalog.label_map(),
+            "label_names": label_names,
             "report": result.report,
-            "model": {"version": version, "weights": str(self.state.source),
-                      "classes": len(segmenter.catalog)},
+            "model": {"version": version, "weights": str(self.state.source), "classes": len(segmenter.catalog),
+                      "demo": described["demo"], "warning": described["warning"]},
             "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
                           "infer": round(done - read, 3), "total": round(done - started, 3)},
         }

@@ -32,6 +32,7 @@ from universal.errors import UniversalError
 from universal.io.atomic import atomic_write_text
 from universal.io.dicom import SegmentationError, read_segmentation, read_series, series_geometry, write_segmentation
 from universal.io.labels import read_label_map, write_label_file
+from universal.io.names import plain_name
 from universal.serving.annotations import AnnotationError
 
 from .conf import http_error
@@ -126,7 +127,7 @@ class PacsDatastore(DICOMWebDatastore):
         """For the final tag: the newest SEG of CT series ``image_id`` (or ``label_id``) as a NIfTI label
         map on the CT's grid, values = segment numbers named in its label info. Raises a 422 naming the
         problem for a SEG that cannot be used."""
-        if label_tag != FINAL:
+        if plain_name(label_tag, "label tag") != FINAL:
             return super(DICOMWebDatastore, self).get_label_uri(label_id, label_tag)
         image = image_id or label_id
         seg = self._series()[1].get(image)
@@ -138,7 +139,7 @@ class PacsDatastore(DICOMWebDatastore):
         return str(converted)
 
     def get_label_info(self, label_id: str, label_tag: str) -> dict:
-        if label_tag != FINAL:
+        if plain_name(label_tag, "label tag") != FINAL:
             return super().get_label_info(label_id, label_tag)
         path = self.get_label_uri(label_id, label_tag)
         return json.loads(_info_file(Path(path)).read_text()) if path else {}
@@ -163,7 +164,7 @@ class PacsDatastore(DICOMWebDatastore):
         """A final label (3D Slicer's upload) is stored in the PACS as a DICOM SEG referencing the CT."""
         if image_id not in self.list_images():
             raise http_error(404, f"no CT series '{image_id}' in the PACS; use an id from GET /datastore/?output=all")
-        if label_tag != FINAL:
+        if plain_name(label_tag, "label tag") != FINAL:
             return super(DICOMWebDatastore, self).save_label(image_id, label_filename, label_tag, label_info)
         info = self.check_label(image_id, label_filename, dict(label_info or {}))
         catalog = self.catalog()

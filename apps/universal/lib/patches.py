@@ -14,10 +14,17 @@ Changes made here:
   algorithms in jwt.decode() by default"), so with ``MONAI_LABEL_AUTH_ENABLE`` every token, valid or
   not, is a 401; :func:`check_tokens` replaces the module's ``jwt`` with one that passes the
   algorithms the realm's RSA key can verify.
-- Its ``/infer`` endpoint saves an uploaded image to a temporary file and hands the app only that
-  file's path, exactly as it hands on a path a client typed (``run_inference`` in
-  monailabel/endpoints/infer.py); :func:`record_uploads` replaces the module's ``tempfile`` so that
-  the app knows the files it made, can read uploads and refuse other paths (:func:`take_upload`).
+- Its ``/infer`` and datastore endpoints save an upload to a temporary file and remove it in a
+  background task that runs only when the request succeeds (``run_inference`` in
+  monailabel/endpoints/infer.py, ``add_image`` and ``save_label`` in monailabel/endpoints/datastore.py),
+  so every refused upload stayed on disk; and ``/infer`` hands the app only that file's path,
+  exactly as it hands on a path a client typed. :func:`record_uploads` replaces those modules'
+  ``tempfile`` so that the files a request made are known: :class:`RemoveUploads` removes them when
+  the request ends, whatever the answer, and the app reads uploads and refuses other paths
+  (:func:`take_upload`).
+- Its ``POST /train/...`` and ``POST /batch/infer/...`` start a process without asking the app, so a
+  task that can only fail answered 200; :class:`TaskRequests` answers 409 at once when a training
+  could publish nothing (a read-only model folder), and 422 for a parameter the task would refuse.
 
 Private parts used elsewhere in the app:
 
@@ -34,6 +41,8 @@ Private parts used elsewhere in the app:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -44,7 +53,7 @@ from starlette.responses import JSONResponse
 
 from universal.errors import UniversalError
 
-from .endpoints import class_router, library_error, malformed_json, nested_too_deep
+from .endpoints import class_router, error_status, library_error, malformed_json, nested_too_deep
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ log = logging.getLogger(__name__)
 INTERNALS = {
     "monailabel.app": ("app",),
     "monailabel.endpoints.infer": ("tempfile",),
+    "monailabel.endpoints.datastore": ("tempfile",),
     "monailabel.endpoints.user.auth": ("jwt",),
     "monailabel.datastore.local.LocalDatastore": (
         "_to_id", "_filename", "_datastore.objects", "_datastore.label_path", "_datastore.image_path",
@@ -64,9 +74,10 @@ INTERNALS = {
 }
 
 
-def add_routes(fastapi_app, current_state, max_upload_bytes: int) -> None:
-    """Add ``/universal/...``, the error answers and the upload limit (:class:`UploadLimit`) to the
-    running server, once per process.
+def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task) -> None:
+    """Add ``/universal/...``, the error answers, the upload limit (:class:`UploadLimit`), the removal of
+    uploads (:class:`RemoveUploads`) and the check of task requests (:class:`TaskRequests`,
+    ``check_task(task, params)``) to the running server, once per process.
 
     Starlette builds its middleware stack, exception handlers included, on the first request and
     keeps it (``Starlette.__call__`` in starlette/applications.py); dropping it makes the next request
@@ -79,7 +90,9 @@ def add_routes(fastapi_app, current_state, max_upload_bytes: int) -> None:
     fastapi_app.add_exception_handler(RecursionError, nested_too_deep)
     fastapi_app.add_exception_handler(UniversalError, library_error)
     fastapi_app.middleware_stack = None
-    fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)
+    fastapi_app.add_middleware(TaskRequests, check=check_task)  # the last added runs first:
+    fastapi_app.add_middleware(RemoveUploads)
+    fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)  # the limit before any body is read
     fastapi_app.state.universal_routes = True
     log.info("routes added: GET/POST /universal/classes, GET /universal/versions")
 
@@ -159,35 +172,100 @@ def check_tokens() -> None:
         auth.jwt = _TokenDecoder()
 
 
-_uploads: set[str] = set()
+_request_uploads: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("uploads", default=None)
 
 
 class _RecordingTempfile:
-    """The ``tempfile`` module as monailabel.endpoints.infer sees it, remembering the names of the
-    temporary files it makes for uploads."""
+    """The ``tempfile`` module as MONAI Label's endpoints see it, remembering the names of the
+    temporary files it makes for the request being answered."""
 
     def __getattr__(self, name):
         return getattr(tempfile, name)
 
     def NamedTemporaryFile(self, *args, **kwargs):
-        made = tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115 - the endpoint uses only its name
-        _uploads.add(os.path.realpath(made.name))
+        made = tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115 - the endpoints use only its name
+        uploads = _request_uploads.get()
+        if uploads is not None:
+            uploads.add(os.path.realpath(made.name))
         return made
 
 
 def record_uploads() -> None:
-    """Make MONAI Label's infer endpoint record the files it saves uploads to (once per process)."""
-    import monailabel.endpoints.infer as endpoint
+    """Make MONAI Label's infer and datastore endpoints record the files they save uploads to (once per
+    process)."""
+    import monailabel.endpoints.datastore as datastore
+    import monailabel.endpoints.infer as infer
 
-    if not isinstance(endpoint.tempfile, _RecordingTempfile):
-        endpoint.tempfile = _RecordingTempfile()
+    for endpoint in (infer, datastore):
+        if not isinstance(endpoint.tempfile, _RecordingTempfile):
+            endpoint.tempfile = _RecordingTempfile()
 
 
 def take_upload(path: str) -> bool:
-    """Whether ``path`` is a file MONAI Label saved an upload to (forgotten once asked: the endpoint
-    removes the file after its request)."""
-    real = os.path.realpath(path)
-    if real in _uploads:
-        _uploads.discard(real)
-        return True
-    return False
+    """Whether ``path`` is a file MONAI Label saved an upload of this request to."""
+    uploads = _request_uploads.get()
+    return uploads is not None and os.path.realpath(path) in uploads
+
+
+class RemoveUploads:
+    """ASGI middleware: the temporary files a request's uploads were saved to are removed when the
+    request ends, whatever the answer (MONAI Label removes them after a success only)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        uploads: set[str] = set()
+        token = _request_uploads.set(uploads)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request_uploads.reset(token)
+            for path in uploads:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+TASK_PATHS = (("/train/", "train"), ("/batch/infer/", "batch"))  # MONAI Label's task routes, and what they start
+
+
+class TaskRequests:
+    """ASGI middleware: ``POST /train/...`` and ``POST /batch/infer/...`` are answered at once when the
+    task can only fail (``check(task, params)`` raises the library's error; task ``"train"`` or
+    ``"batch"``), instead of starting a process; a body that is not a JSON object is left to MONAI
+    Label's own answer."""
+
+    def __init__(self, app, check):
+        self.app, self.check = app, check
+
+    async def __call__(self, scope, receive, send):
+        task = next((task for path, task in TASK_PATHS if scope.get("path", "").startswith(path)), None)
+        if not (scope["type"] == "http" and scope["method"] == "POST" and task):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = None  # not JSON: MONAI Label's validation answers
+        try:
+            if isinstance(params, dict):
+                self.check(task, params)
+        except UniversalError as error:
+            answer = JSONResponse(status_code=error_status(error), content={"detail": str(error)})
+            return await answer(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)

@@ -29,7 +29,7 @@ class AppState(ServedModel):
         self.conf = conf
         self.model_dir = Path(conf.model_dir).expanduser().resolve() if conf.model_dir else Path(app_dir) / "model"
         super().__init__(ModelStore(self.model_dir), weights=conf.weights, backbone=conf.backbone,
-                         download=conf.download)
+                         download=conf.download, demo=conf.demo_model or None)
         self.refresh(download=False, announce=False)
 
     def annotations(self, datastore) -> list[Annotation]:

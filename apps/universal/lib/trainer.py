@@ -8,10 +8,11 @@ import logging
 import torch
 from monailabel.interfaces.tasks.train import TrainTask
 
+from universal.devices import resolve_device
 from universal.errors import UniversalError
 from universal.serving.finetune import FinetuneSettings, finetune
 
-from .conf import FINETUNE, parse_bool, parse_number
+from .conf import FINETUNE, AppConf, parse_bool, parse_number
 from .state import AppState, device_choices
 
 log = logging.getLogger(__name__)
@@ -68,20 +69,26 @@ class UniversalTrainer(TrainTask):
         return stats
 
     def _settings(self, request: dict) -> FinetuneSettings:
-        conf = self.state.conf
-        try:
-            device = str(request.get("device") or conf.device)
-            gpus = torch.cuda.device_count()
-            multi = parse_bool("multi_gpu", request.get("multi_gpu"), True) and device in ("auto", "cuda") and gpus > 1
-            return conf.finetune_settings(
-                epochs=parse_number("max_epochs", request.get("max_epochs"), conf.max_epochs),
-                batch_size=parse_number("train_batch_size", request.get("train_batch_size"), FINETUNE.batch_size,
-                                        integer=True),
-                learning_rate=parse_number("learning_rate", request.get("learning_rate"), conf.learning_rate),
-                held_out=parse_number("val_split", request.get("val_split"), conf.val_split),
-                tolerance=parse_number("gate_tolerance", request.get("gate_tolerance"), conf.gate_tolerance),
-                device="cuda" if multi else device,
-                processes=gpus if multi else 1,
-            )
-        except (ValueError, UniversalError) as error:
-            raise UniversalError(f"bad training parameter: {error}") from error
+        return finetune_settings(self.state.conf, request)
+
+
+def finetune_settings(conf: AppConf, request: dict) -> FinetuneSettings:
+    """The fine-tuning settings of a training request (its keys over the ``--conf`` defaults); a
+    UniversalError naming a malformed or out-of-range one."""
+    try:
+        device = str(request.get("device") or conf.device)
+        resolve_device(device)  # one of this machine's devices
+        gpus = torch.cuda.device_count()
+        multi = parse_bool("multi_gpu", request.get("multi_gpu"), True) and device in ("auto", "cuda") and gpus > 1
+        return conf.finetune_settings(
+            epochs=parse_number("max_epochs", request.get("max_epochs"), conf.max_epochs),
+            batch_size=parse_number("train_batch_size", request.get("train_batch_size"), FINETUNE.batch_size,
+                                    integer=True),
+            learning_rate=parse_number("learning_rate", request.get("learning_rate"), conf.learning_rate),
+            held_out=parse_number("val_split", request.get("val_split"), conf.val_split),
+            tolerance=parse_number("gate_tolerance", request.get("gate_tolerance"), conf.gate_tolerance),
+            device="cuda" if multi else device,
+            processes=gpus if multi else 1,
+        )
+    except (ValueError, UniversalError) as error:
+        raise UniversalError(f"bad training parameter: {error}") from error
