@@ -383,7 +383,9 @@ def test_a_class_added_by_name_is_listed_and_segmented(ready, client):
     assert answer.json()["class"]["id"] == len(before) + 1
     assert labels(client) == {**before, "Appendix": len(before) + 1}
     _, params = client.infer("universal", "case0", {"classes": ["Appendix"]})
-    assert params["label_names"]["Appendix"] == len(before) + 1 and set(params["report"]["classes"]) == {"Appendix"}
+    assert params["label_names"] == {"Appendix": 1} and set(params["report"]["classes"]) == {"Appendix"}
+    _, params = client.infer("universal", "case0", {"label_prompt": [len(before) + 1]})  # as OHIF asks for it
+    assert params["label_names"] == {"Appendix": len(before) + 1}
     model_dir = Path(client.info()["universal"]["model_dir"])
     assert Catalog.from_yaml(model_dir / "catalog.yaml").names == [*before, "Appendix"]
 
