@@ -84,11 +84,11 @@ def viewer_seg(folder, phantom, names: list[str], *, slices=None) -> pydicom.Dat
 
 
 def wait_for_label(server, image: str, status: int = 200, timeout: float = 20.0):
-    def answered():
+    def answered():  # in a list: a 4xx response is falsy
         answer = server.get("/datastore/label", params={"label": image, "tag": "final"})
-        return answer if answer.status_code == status else None
+        return [answer] if answer.status_code == status else None
 
-    return wait_until(answered, timeout, f"the final label of {image} answering {status}")
+    return wait_until(answered, timeout, f"the final label of {image} answering {status}")[0]
 
 
 def test_the_server_starts_offline_and_segments_a_series_by_its_uid(server, pacs):
