@@ -12,7 +12,14 @@ import os
 import threading
 from pathlib import Path
 
-from lib.activelearning import LesionStrategy, RandomStrategy, UncertaintyScoring, UncertaintyStrategy
+from lib.activelearning import (
+    DisagreementStrategy,
+    LesionStrategy,
+    RandomStrategy,
+    ReviewStrategy,
+    UncertaintyScoring,
+    UncertaintyStrategy,
+)
 from lib.batch import UniversalBatchInfer, batch_settings
 from lib.conf import MODEL_NAME, AppConf, http_error
 from lib.datastore import CheckedDatastore
@@ -20,7 +27,8 @@ from lib.infer import UniversalInfer
 from lib.pacs import PacsDatastore, dicomweb_client
 from lib.patches import add_routes, check_tokens, record_uploads, take_upload
 from lib.state import AppState, ModelNotReady
-from lib.trainer import UniversalTrainer, finetune_settings
+from lib.team import ANONYMOUS, annotator
+from lib.trainer import UniversalTrainer, finetune_settings, train_on
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -32,21 +40,26 @@ from universal.errors import UniversalError
 from universal.io.download import offline
 from universal.io.names import plain_name
 from universal.nets.text import EMBEDDING_DIM
-from universal.serving.annotations import AnnotationError, new_class_names, read_annotation
+from universal.serving.annotations import AnnotationError, label_info_values, new_class_names, read_annotation
 
 log = logging.getLogger(__name__)
 
+TEAM_FOLDER = ".universal-team"  # the label history beside a local datastore's images
+
 
 class UniversalApp(MONAILabelApp):
-    """Infer task, trainer, scoring and strategies named ``universal`` (plus ``lesion``, ``random``
-    and ``first``), over a model folder (``<app>/model`` or ``--conf model_dir``)."""
+    """Infer task, trainer, scoring and strategies named ``universal`` (plus ``lesion``, ``review``,
+    ``disagreement``, ``random`` and ``first``), over a model folder (``<app>/model`` or ``--conf
+    model_dir``) and the team's label history (``<studies>/.universal-team``, ``<app>/team`` for a PACS,
+    or ``--conf team_dir``)."""
 
     def __init__(self, app_dir, studies, conf):
         try:
             self.app_conf = AppConf.parse(conf or {})
         except ValueError as error:
             raise SystemExit(f"Universal Model app: {error}") from error
-        self.state = AppState(app_dir, self.app_conf)
+        pacs = str(studies).startswith(("http://", "https://"))
+        self.state = AppState(app_dir, self.app_conf, Path(app_dir) / "team" if pacs else Path(studies) / TEAM_FOLDER)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -63,13 +76,14 @@ class UniversalApp(MONAILabelApp):
         if self.studies.startswith(("http://", "https://")):
             return PacsDatastore(dicomweb_client(self.studies), settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER,
                                  settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or None, check_label=self.check_label,
-                                 catalog=self.state.catalog)
+                                 catalog=self.state.catalog, on_final=self.keep_version)
         return CheckedDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             check_label=self.check_label,
+            on_final=self.keep_version,
             max_voxels=self.app_conf.max_image_voxels,
         )
 
@@ -86,6 +100,8 @@ class UniversalApp(MONAILabelApp):
         return {
             "uncertainty": UncertaintyStrategy(self.state),
             "lesion": LesionStrategy(self.state),
+            "review": ReviewStrategy(self.state),
+            "disagreement": DisagreementStrategy(self.state),
             "random": RandomStrategy(),
             "first": First(),
         }
@@ -102,7 +118,7 @@ class UniversalApp(MONAILabelApp):
             from monailabel.interfaces.utils.app import app_instance
 
             add_routes(monailabel.app.app, lambda: app_instance().state, int(self.app_conf.max_upload_mb * 2**20),
-                       self.check_task)
+                       self.check_task, lambda: app_instance().datastore())
             record_uploads()
             check_tokens()
 
@@ -114,6 +130,7 @@ class UniversalApp(MONAILabelApp):
                 self.state.store.restore(self.app_conf.restore)
             except UniversalError as error:
                 log.error("--conf restore %d: %s", self.app_conf.restore, error)
+        self.keep_unkept_versions()
         ready = self.state.refresh(download=False, announce=False)
         if ready:
             log.info("Universal Model weights: %s (version %s)", self.state.source, self.state.version())
@@ -142,6 +159,8 @@ class UniversalApp(MONAILabelApp):
             raise http_error(404, f"no model '{request.get('model')}'; this app serves '{MODEL_NAME}'")
         if request.get("save_label"):  # MONAI Label saves the answer under label_tag: a plain name, asked first
             plain_name(str(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value), "label_tag")
+        # who asks, and which datastore image (none for an upload): read here, as the task runs in another thread
+        request = {**request, "annotator": annotator(request), "image_id": None}
         image = request.get("image")
         if isinstance(image, str) and os.path.exists(image):
             if not (self.app_conf.allow_local_paths or take_upload(image) or self._is_session_image(image)):
@@ -153,6 +172,7 @@ class UniversalApp(MONAILabelApp):
             if not store.get_image_uri(image):
                 raise http_error(404, f"no image '{image}' in the datastore; use an id from "
                                       "GET /datastore/?output=all, or upload the image as 'file'")
+            request["image_id"] = image  # the served prediction is remembered for this image
         return super().infer(request, datastore)
 
     def _is_session_image(self, path: str) -> bool:
@@ -177,6 +197,7 @@ class UniversalApp(MONAILabelApp):
         if task == "train":
             self.state.store.require_writable("train")
             finetune_settings(self.app_conf, params)
+            train_on(self.app_conf, params)
             return
         try:
             batch_settings(params, self.app_conf.device)
@@ -204,4 +225,29 @@ class UniversalApp(MONAILabelApp):
         catalog = self.state.catalog()
         info["classes"] = sorted({catalog[name].name for name in annotation.values.values()
                                   if normalize_name(name)}, key=lambda n: catalog[n].id)
+        named = label_info_values(info["label_info"]) if info.get("label_info") else annotation.values
+        info["values"] = {str(value): catalog[name].name if name in catalog else name for value, name in named.items()}
+        info["annotator"] = annotator(info)
         return info
+
+    def keep_unkept_versions(self) -> None:
+        """Final labels saved by a server killed before it kept them as versions are kept now."""
+        store = self.datastore()
+        if not isinstance(store, CheckedDatastore):
+            return
+        for image_id in store.get_labeled_images():
+            info = store.get_label_info(image_id, "final") or {}
+            if info.get("sha256") and info.get("values") and not self.state.team.holds(image_id, sha256=info["sha256"]):
+                self.keep_version(image_id, store.get_label_uri(image_id, "final"), info, source="recovered")
+
+    def keep_version(self, image_id: str, label_file: str, info: dict, source: str = "saved") -> None:
+        """Keep a final label just saved (checked by :meth:`check_label`), or a DICOM SEG seen in the PACS,
+        as the image's next version (once per SEG series)."""
+        series = info.get("seg_series")
+        if series and self.state.team.holds(image_id, seg_series=series):
+            return
+        self._infers[MODEL_NAME].flush()  # the prediction this annotator was just served is kept first
+        values = {int(value): name for value, name in (info.get("values") or {}).items()}
+        version = self.state.team.add_version(image_id, label_file, values, info.get("annotator") or ANONYMOUS,
+                                              source=source, extra={"seg_series": series} if series else None)
+        log.info("label version %d of %s kept (%s)", version["version"], image_id, version["annotator"])

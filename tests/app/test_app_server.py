@@ -144,7 +144,7 @@ def test_info_lists_labels_names_and_ids(client):
     assert info["labels"] == list(names)  # classes added by other tests come after the model's own
     assert info["models"]["universal"]["type"] == "segmentation"
     assert {"classes", "threshold", "overlap", "postprocess", "device"} <= set(info["models"]["universal"]["config"])
-    assert set(info["strategies"]) == {"uncertainty", "lesion", "random", "first"}
+    assert set(info["strategies"]) == {"uncertainty", "lesion", "review", "disagreement", "random", "first"}
     assert "universal" in info["trainers"] and "uncertainty" in info["scoring"]
 
 
@@ -414,11 +414,11 @@ def test_batch_inference_prelabels_every_image_as_universal_segment_does(ready, 
     expected = universal.segment(list(images.values()), tmp_path, model=weights, progress=False)
     assert {outcome.name: outcome.status for outcome in expected} == dict.fromkeys(images, "done")
     for image_id in images:  # saved by the batch's own process: the server sees them within moments
-        def found(image_id=image_id):
+        def found(image_id=image_id):  # in a list: a 4xx response is falsy
             answer = ready.get("/datastore/label", params={"label": image_id, "tag": "original"})
-            return answer if answer.status_code != 404 else None
+            return [answer] if answer.status_code != 404 else None
 
-        saved = wait_until(found, 10, f"the label of {image_id}")
+        (saved,) = wait_until(found, 10, f"the label of {image_id}")
         assert saved.status_code == 200, saved.text
         path = tmp_path / f"{image_id}-saved.nii.gz"
         path.write_bytes(saved.content)

@@ -22,7 +22,8 @@ from lib.datastore import CheckedDatastore
 
 def open_datastore(studies) -> CheckedDatastore:
     return CheckedDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False,
-                            check_label=lambda image, label, info: info, max_voxels=10**7)
+                            check_label=lambda image, label, info: info, on_final=lambda image, label, info: None,
+                            max_voxels=10**7)
 
 
 @pytest.fixture

@@ -225,15 +225,16 @@ def test_killed_while_training_and_saving_labels_nothing_is_lost(tmp_path, rando
     spleen = label_file(server, 3, ["Spleen"], tmp_path / "spleen.nii.gz")
     truth = {name: read_label_map(path)[0] for name, (path, _) in (("Liver", liver), ("Spleen", spleen))}
     saving = studies / "labels" / "final" / "case3.nii.gz"
-    saves, stop = [0], threading.Event()
+    saves, kept, stop = [0], [0], threading.Event()
 
     def keep_saving():
         while not stop.is_set():
             try:
-                save_label(server, 3, *(liver if saves[0] % 2 else spleen))
+                answer = save_label(server, 3, *(liver if saves[0] % 2 else spleen))
             except Exception:  # the server is gone
                 return
             saves[0] += 1
+            kept[0] += answer.status_code == 200  # answered: its version was kept before the answer
 
     try:
         for seed in (0, 1, 2):
@@ -268,6 +269,11 @@ def test_killed_while_training_and_saving_labels_nothing_is_lost(tmp_path, rando
         assert not [p for p in saving.parent.iterdir() if p.name.startswith(".")]
         status, _, params = infer(server, "case3")
         assert status == 200 and params["model"]["version"] == published["current"] == 1, params
+        versions = server.get("/universal/labels/case3").json()["versions"]  # no earlier version lost
+        assert len(versions) >= kept[0] and [v["version"] for v in versions] == list(range(1, len(versions) + 1))
+        for version in versions:
+            assert server.get(f"/universal/labels/case3/{version['version']}").status_code == 200
+        assert all(server.get(f"/universal/labels/case{seed}").json()["final"] == 1 for seed in (0, 1, 2))
         print(f"killed during training and after {saves[0]} label saves: case3 holds the whole {name} label")
     finally:
         server.stop()

@@ -61,9 +61,10 @@ def server(pacs, tmp_path_factory, random_clip_weights):
     started.stop()
 
 
-def viewer_seg(folder, phantom, names: list[str], *, slices=None) -> pydicom.Dataset:
+def viewer_seg(folder, phantom, names: list[str], *, slices=None, creator=None) -> pydicom.Dataset:
     """A SEG of the phantom's truth for ``names`` as a viewer stores it: segments numbered in
-    alphabetical order of their names, frames only where a segment has voxels (or only ``slices``)."""
+    alphabetical order of their names, frames only where a segment has voxels (or only ``slices``),
+    its ContentCreatorName ``creator``."""
     catalog = Catalog.default()
     source = read_series(folder)
     ordered = sorted(names)
@@ -80,7 +81,8 @@ def viewer_seg(folder, phantom, names: list[str], *, slices=None) -> pydicom.Dat
                                segment_descriptions=descriptions, series_instance_uid=generate_uid(),
                                series_number=99, sop_instance_uid=generate_uid(), instance_number=1,
                                manufacturer="viewer", manufacturer_model_name="viewer", software_versions="1",
-                               device_serial_number="1", omit_empty_frames=frames.any())
+                               device_serial_number="1", omit_empty_frames=frames.any(),
+                               content_creator_name=creator)
 
 
 def wait_for_label(server, image: str, status: int = 200, timeout: float = 20.0):
@@ -132,7 +134,7 @@ def test_a_seg_stored_in_the_pacs_is_a_named_final_label_within_seconds_and_trai
     folder, phantom = series[image]
     liver_slices = {k for k in range(phantom.label.shape[2]) if (phantom.label[:, :, k] == 6).any()}
     some = set(sorted(liver_slices)[: max(1, len(liver_slices) // 2)])  # the viewer stored half the slices
-    seg = viewer_seg(folder, phantom, ["Spleen", "Liver", "Stomach"], slices=some)
+    seg = viewer_seg(folder, phantom, ["Spleen", "Liver", "Stomach"], slices=some, creator="Radiologist^Ann")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Liver", "Spleen", "Stomach"]  # 1, 2, 3
     orthanc.client().store_instances([seg])
     answer = wait_for_label(server, image)
@@ -147,6 +149,9 @@ def test_a_seg_stored_in_the_pacs_is_a_named_final_label_within_seconds_and_trai
         truth = np.isin(phantom.label, catalog.ids([name]))
         truth[:, :, [k for k in range(truth.shape[2]) if k not in some]] = False
         assert np.array_equal(label == value, truth), name
+    versions = server.get(f"/universal/labels/{image}").json()["versions"]  # kept as a version, by its author
+    assert [(v["annotator"], v["source"]) for v in versions] == [("Radiologist^Ann", "saved")]
+    assert {v["values"][str(value)] for v in versions for value in names} == set(names.values())
 
     status = server.train({"max_epochs": 1, "device": "cpu", "gate_tolerance": 1.0, "val_split": 0.0})
     assert status.get("status") == "DONE", json.dumps(status, indent=1)[-3000:]
@@ -189,7 +194,7 @@ def test_the_pacs_is_asked_for_each_seg_s_references_once(pacs, tmp_path):
     retrieve = client.retrieve_series_metadata
     client.retrieve_series_metadata = lambda *uids, **kwargs: asked.append(uids) or retrieve(*uids, **kwargs)
     datastore = PacsDatastore(client, {"Modality": "CT"}, str(tmp_path / "cache"), check_label=lambda *a: a[2],
-                              catalog=Catalog.default)
+                              catalog=Catalog.default, on_final=lambda *a: None)
     image = sorted(series)[0]
     folder, phantom = series[image]
     orthanc.client().store_instances([viewer_seg(folder, phantom, ["Liver"])])

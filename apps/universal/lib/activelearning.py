@@ -1,6 +1,6 @@
 """Active learning: the ``uncertainty`` scoring method (cached in each image's info) and the
-strategies ``uncertainty``, ``lesion`` and ``random`` (``first`` is MONAI Label's own). Their
-answers carry ``score``, the number that chose the image."""
+strategies ``uncertainty``, ``lesion`` and ``random`` (``first`` is MONAI Label's own), and the team's
+queues ``review`` and ``disagreement``. Their answers carry ``score``, the number that chose the image."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from monailabel.interfaces.tasks.strategy import Strategy
 import universal
 from universal.errors import UniversalError
 from universal.inference.uncertainty import score_scan
+from universal.serving.review import waiting_for_review
+from universal.serving.team import latest_by_annotator, lowest_dice
 
 from .state import AppState, ModelNotReady
 
@@ -139,6 +141,52 @@ class LesionStrategy(ScoredStrategy):
 
     def __init__(self, state: AppState):
         super().__init__(state, "Images with suspected tumours first (largest suspected tumour volume)")
+
+
+class ReviewStrategy(Strategy):
+    """The labelled image whose accepted label has waited longest for a reviewer's decision on some of
+    its classes (those served in the last ten minutes go after the others)."""
+
+    def __init__(self, state: AppState):
+        super().__init__("Labels waiting for review, oldest first")
+        self.state = state
+
+    def __call__(self, request, datastore) -> dict | None:
+        now, strategy = time.time(), request.get("strategy", "review")
+        waiting = {record["image"]: since for record in self.state.team.records()
+                   if (since := waiting_for_review(record)) is not None and datastore.get_image_uri(record["image"])}
+        if not waiting:
+            return None
+        chosen = min(waiting, key=lambda image: (_served_recently(datastore.get_image_info(image), strategy, now),
+                                                 waiting[image], image))
+        return {"id": chosen, "score": round(now - waiting[chosen], 3), "score_name": "waiting_s"}
+
+
+class DisagreementStrategy(Strategy):
+    """The image whose annotators agree least (the lowest Dice over its classes and pairs of
+    annotators), among images labelled by two annotators or more."""
+
+    def __init__(self, state: AppState):
+        super().__init__("Images whose annotators agree least first")
+        self.state = state
+        self._scores: dict[tuple, float | None] = {}  # (image, its annotators' versions): lowest Dice
+
+    def __call__(self, request, datastore) -> dict | None:
+        now, strategy = time.time(), request.get("strategy", "disagreement")
+        scores = {}
+        for record in self.state.team.records():
+            key = (record["image"], tuple(sorted((a, v["version"]) for a, v in latest_by_annotator(record).items())))
+            if len(key[1]) < 2 or not datastore.get_image_uri(record["image"]):
+                continue
+            if key not in self._scores:
+                self._scores[key] = lowest_dice(self.state.team, record["image"])
+            if self._scores[key] is not None:
+                scores[record["image"]] = self._scores[key]
+        if not scores:
+            return None
+        chosen = min(scores, key=lambda image: (_served_recently(datastore.get_image_info(image), strategy, now),
+                                                scores[image], image))
+        return {"id": chosen, "score": scores[chosen], "score_name": "lowest_dice"}
 
 
 class RandomStrategy(Strategy):

@@ -26,7 +26,9 @@ from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
 from universal.inference.jobs import CaseOutcome
 from universal.inference.result import LABEL_MAP_NAME
+from universal.io.labels import read_label_map
 from universal.io.names import plain_name
+from universal.serving.label_versions import PRELABEL
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, parse_number
@@ -67,6 +69,7 @@ class UniversalBatchInfer:
         image_ids = image_ids[:limit] if limit > 0 else image_ids
         model, version = self.state.serving(settings.device)
         label_names = model.catalog.label_map()
+        computed = {i: model.catalog[i].name for i in model.catalog.select(requested_classes(request))}
         log.info("batch inference of %d images on %s (label tag %s)", len(image_ids), engine, tag)
         results: dict[str, dict] = {}
         with tempfile.TemporaryDirectory() as folder:
@@ -75,7 +78,10 @@ class UniversalBatchInfer:
                 entry = {"status": outcome.status, "error": outcome.error, "seconds": outcome.seconds}
                 if outcome.status == "done":
                     info = {"model": MODEL_NAME, "params": {"label_names": label_names, "version": version}}
-                    entry["label"] = datastore.save_label(outcome.name, str(outcome.folder / LABEL_MAP_NAME), tag, info)
+                    saved = outcome.folder / LABEL_MAP_NAME
+                    entry["label"] = datastore.save_label(outcome.name, str(saved), tag, info)
+                    labels, affine = read_label_map(saved)  # the prediction annotators will start from
+                    self.state.team.serve(outcome.name, PRELABEL, labels, affine, computed, version)
                 else:
                     log.warning("batch inference of %s failed: %s", outcome.name, outcome.error)
                 results[outcome.name] = entry

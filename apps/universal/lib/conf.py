@@ -14,6 +14,7 @@ from universal.errors import UniversalError
 from universal.nets.checkpoint import RELEASED_CHECKPOINTS
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.serving.finetune import FinetuneSettings
+from universal.serving.review import TRAIN_ON
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class AppConf:
     gate_tolerance: float = FINETUNE.tolerance
     inline_scoring: int = 2
     demo_model: str = ""
+    team_dir: str = ""
+    train_on: str = "final"
     preload: bool = False
     allow_local_paths: bool = False
     max_image_voxels: int = 512 * 512 * 2048  # a volume's values; 2 GiB as float32
@@ -101,6 +104,8 @@ class AppConf:
             raise ValueError(f"--conf models must be '{MODEL_NAME}' (or 'all'), got {values['models']!r}")
         if values["backbone"] not in RELEASED_CHECKPOINTS:
             raise ValueError(f"--conf backbone must be {' or '.join(RELEASED_CHECKPOINTS)}, got {values['backbone']!r}")
+        if values["train_on"] not in TRAIN_ON:
+            raise ValueError(f"--conf train_on must be {' or '.join(TRAIN_ON)}, got {values['train_on']!r}")
         for name in ("restore", "inline_scoring"):
             if values[name] < 0:
                 raise ValueError(f"--conf {name} must not be negative, got {values[name]}")

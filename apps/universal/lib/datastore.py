@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 class CheckedDatastore(LocalDatastore):
     """:class:`LocalDatastore` whose ``add_image`` accepts only readable CT volumes and whose
     ``save_label`` passes final labels through ``check_label(image_id, label_file, info) -> info``
-    (which raises an HTTP error for a label it refuses) before anything is written."""
+    (which raises an HTTP error for a label it refuses) before anything is written, and hands each
+    saved final label to ``on_final(image_id, saved_file, info)`` (the team's label history)."""
 
-    def __init__(self, *args, check_label: Callable[[str, str, dict], dict], max_voxels: int, **kwargs):
+    def __init__(self, *args, check_label: Callable[[str, str, dict], dict],
+                 on_final: Callable[[str, str, dict], None], max_voxels: int, **kwargs):
         super().__init__(*args, **kwargs)
-        self.check_label = check_label
+        self.check_label, self.on_final = check_label, on_final
         self.max_voxels = max_voxels
         self._finish_interrupted_saves()
         if getattr(self, "_handler", None) is not None:  # auto reload watches the folder
@@ -83,9 +85,13 @@ class CheckedDatastore(LocalDatastore):
         if not self.get_image_uri(image_id):
             raise http_error(404, f"no image '{image_id}' in the datastore; add the image first "
                                   "(PUT /datastore/image) or use an id from GET /datastore/?output=all")
-        if label_tag == "final":
-            label_info = self.check_label(image_id, label_filename, dict(label_info or {}))
-        return self._save_label_atomically(image_id, label_filename, label_tag, label_info)
+        if label_tag != "final":
+            return self._save_label_atomically(image_id, label_filename, label_tag, label_info)
+        label_info = {**self.check_label(image_id, label_filename, dict(label_info or {})),
+                      "sha256": sha256_of(label_filename)}
+        self._save_label_atomically(image_id, label_filename, label_tag, label_info)
+        self.on_final(image_id, self.get_label_uri(image_id, label_tag), label_info)
+        return image_id
 
     def _save_label_atomically(self, image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
         """``LocalDatastore.save_label`` (monailabel/datastore/local.py: the same file name, record and

@@ -27,6 +27,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,7 @@ class UniversalInfer(InferTask):
                     "postprocess": defaults.postprocess, "device": device_choices()},
         )
         self.state = state
+        self.served = ThreadPoolExecutor(1, thread_name_prefix="served")  # kept after the answer, in order
 
     def info(self) -> dict:
         self.labels = self.state.catalog().label_map()
@@ -147,6 +149,10 @@ class UniversalInfer(InferTask):
         except UniversalError as error:
             raise http_error(422, f"the image cannot be segmented: {error}") from error
         label_map, label_names = answer_values(result.label_map, segmenter.catalog, wanted, classes, renumbered)
+        if request.get("image_id"):
+            values = {class_id: segmenter.catalog[class_id].name for class_id in wanted}
+            self.served.submit(self._keep_served, request["image_id"], request.get("annotator") or "anonymous",
+                               result.label_map, scan.affine, values, version)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
         if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
@@ -164,6 +170,17 @@ class UniversalInfer(InferTask):
             "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
                           "infer": round(done - read, 3), "total": round(done - started, 3)},
         }
+
+    def flush(self) -> None:
+        """Wait until every prediction served so far is kept (a label saved next is measured against it)."""
+        self.served.submit(lambda: None).result()
+
+    def _keep_served(self, image_id: str, annotator: str, label_map, affine, values: dict, version) -> None:
+        """Remember the prediction ``annotator`` was served (their effort is measured against it)."""
+        try:
+            self.state.team.serve(image_id, annotator, label_map, affine, values, version)
+        except (OSError, UniversalError) as error:
+            log.warning("the prediction served for %s could not be kept: %s", image_id, error)
 
     @staticmethod
     def _extension(request: dict) -> str:

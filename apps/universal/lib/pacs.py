@@ -42,19 +42,23 @@ log = logging.getLogger(__name__)
 LIST_TTL_S = 5.0  # the PACS is asked again for its series after this many seconds
 SEG = "SEG"
 FINAL = "final"
+PACS_AUTHOR = "pacs"  # the annotator of a SEG that names none
 
 
 class PacsDatastore(DICOMWebDatastore):
     """CT series of a PACS as images, its DICOM SEGs as final labels.
 
     ``check_label(image_id, label_file, info) -> info`` vets a label before it is stored (HTTP 4xx
-    for one the trainer could not use); ``catalog()`` gives the classes that name label values.
+    for one the trainer could not use); ``catalog()`` gives the classes that name label values;
+    ``on_final(image_id, label_file, info)`` keeps each SEG, once converted, as a label version
+    (its annotator: the SEG's ContentCreatorName).
     """
 
     def __init__(self, client, search_filter: dict, cache_path: str | None,
-                 check_label: Callable[[str, str, dict], dict], catalog: Callable[[], Catalog]):
+                 check_label: Callable[[str, str, dict], dict], catalog: Callable[[], Catalog],
+                 on_final: Callable[[str, str, dict], None]):
         super().__init__(client, search_filter, cache_path, fetch_by_frame=False, convert_to_nifti=False)
-        self.check_label = check_label
+        self.check_label, self.on_final = check_label, on_final
         self.catalog = catalog
         self._listed: tuple[float, list[str], dict[str, dict]] | None = None
         self._seg_targets: dict[str, tuple[str, str] | None] = {}  # SEG series UID: (CT series UID, time)
@@ -154,10 +158,14 @@ class PacsDatastore(DICOMWebDatastore):
             except (SegmentationError, UniversalError) as error:
                 raise AnnotationError(f"the final label of {image} (SEG {seg['series']}) cannot be used: {error}") \
                     from error
+            creator = str(pydicom.dcmread(files[0], stop_before_pixels=True).get("ContentCreatorName") or "")
         info = {"label_info": [{"name": name, "idx": value} for value, name in names.items()],
                 "SeriesInstanceUID": seg["series"], "ReferencedSeriesInstanceUID": image}
         atomic_write_text(_info_file(converted), json.dumps(info))
         write_label_file(label, geometry.affine, converted)  # last: its presence marks a finished conversion
+        # the SEG's author, as the viewer that stored it names them (OHIF: ContentCreatorName), else the PACS
+        self.on_final(image, str(converted), {"values": {str(value): name for value, name in names.items()},
+                                              "annotator": creator or PACS_AUTHOR, "seg_series": seg["series"]})
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict,
                    label_id: str = "") -> str:
@@ -175,9 +183,11 @@ class PacsDatastore(DICOMWebDatastore):
             ids[value] = catalog[named.get(int(value), int(value))].id
         with tempfile.TemporaryDirectory() as folder:
             path = write_segmentation(ids[labels], catalog, read_series(self.get_image_uri(image_id)),
-                                      Path(folder) / "label.dcm", description="Universal Model: annotator's label")
+                                      Path(folder) / "label.dcm", description="Universal Model: annotator's label",
+                                      creator=info.get("annotator"))
             self._client.store_instances([pydicom.dcmread(path)])
         self.refresh()
+        self.get_label_uri(image_id, FINAL)  # converted now, so the version is kept now
         log.info("final label of %s stored in the PACS as DICOM SEG", image_id)
         return image_id
 

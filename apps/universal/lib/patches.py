@@ -22,6 +22,11 @@ Changes made here:
   ``tempfile`` so that the files a request made are known: :class:`RemoveUploads` removes them when
   the request ends, whatever the answer, and the app reads uploads and refuses other paths
   (:func:`take_upload`).
+- Its endpoints read the token's user for their own checks only (``RBAC`` in
+  monailabel/endpoints/user/auth.py) and do not hand it to the app's datastore or infer task (a label's
+  saver is logged, not passed); :class:`RequestUser` keeps the token's user name claim
+  (``MONAI_LABEL_AUTH_TOKEN_USERNAME``) for the request (:func:`lib.identity.request_user`), so labels and served
+  predictions are attributed to their annotator. The token is verified by ``RBAC`` on the same request.
 - Its ``POST /train/...`` and ``POST /batch/infer/...`` start a process without asking the app, so a
   task that can only fail answered 200; :class:`TaskRequests` answers 409 at once when a training
   could publish nothing (a read-only model folder), and 422 for a parameter the task would refuse.
@@ -54,6 +59,8 @@ from starlette.responses import JSONResponse
 from universal.errors import UniversalError
 
 from .endpoints import class_router, error_status, library_error, malformed_json, nested_too_deep
+from .identity import reset_request_user, set_request_user
+from .team import team_router
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +81,11 @@ INTERNALS = {
 }
 
 
-def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task) -> None:
-    """Add ``/universal/...``, the error answers, the upload limit (:class:`UploadLimit`), the removal of
-    uploads (:class:`RemoveUploads`) and the check of task requests (:class:`TaskRequests`,
-    ``check_task(task, params)``) to the running server, once per process.
+def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task, current_datastore) -> None:
+    """Add ``/universal/...`` (the classes' and the team's routes), the error answers, the upload limit
+    (:class:`UploadLimit`), the removal of uploads (:class:`RemoveUploads`), the request's user
+    (:class:`RequestUser`) and the check of task requests (:class:`TaskRequests`, ``check_task(task,
+    params)``) to the running server, once per process.
 
     Starlette builds its middleware stack, exception handlers included, on the first request and
     keeps it (``Starlette.__call__`` in starlette/applications.py); dropping it makes the next request
@@ -86,15 +94,18 @@ def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task) ->
     if getattr(fastapi_app.state, "universal_routes", False):
         return
     fastapi_app.include_router(class_router(current_state))
+    fastapi_app.include_router(team_router(current_state, current_datastore))
     fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
     fastapi_app.add_exception_handler(RecursionError, nested_too_deep)
     fastapi_app.add_exception_handler(UniversalError, library_error)
     fastapi_app.middleware_stack = None
     fastapi_app.add_middleware(TaskRequests, check=check_task)  # the last added runs first:
     fastapi_app.add_middleware(RemoveUploads)
+    fastapi_app.add_middleware(RequestUser)
     fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)  # the limit before any body is read
     fastapi_app.state.universal_routes = True
-    log.info("routes added: GET/POST /universal/classes, GET /universal/versions")
+    log.info("routes added: /universal/classes, /universal/versions, /universal/labels, /universal/agreement, "
+             "/universal/review, /universal/consensus, /universal/effort")
 
 
 class UploadLimit:
@@ -226,6 +237,33 @@ class RemoveUploads:
             for path in uploads:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+class RequestUser:
+    """ASGI middleware: the user name claim of the request's bearer token, for
+    :func:`lib.identity.request_user`. Its
+    signature is not checked here: MONAI Label's ``RBAC`` verifies the token on the same request, and
+    refuses it before any endpoint runs."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from monailabel.config import settings
+
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        name = None
+        if settings.MONAI_LABEL_AUTH_ENABLE and header.lower().startswith("bearer "):
+            with contextlib.suppress(jwt.InvalidTokenError):
+                claims = jwt.decode(header[7:].strip(), options={"verify_signature": False})
+                name = claims.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME)
+        token = set_request_user(str(name) if name else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_request_user(token)
 
 
 TASK_PATHS = (("/train/", "train"), ("/batch/infer/", "batch"))  # MONAI Label's task routes, and what they start

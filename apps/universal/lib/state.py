@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 
 from universal.errors import UniversalError
-from universal.serving.annotations import Annotation, AnnotationError, read_annotation
+from universal.serving.annotations import Annotation, AnnotationError, read_annotation, restrict
+from universal.serving.label_versions import LabelVersions
 from universal.serving.model_store import ModelStore
+from universal.serving.review import trainable_classes
 from universal.serving.served import ModelNotReady, ServedModel
 
 from .conf import AppConf
@@ -25,26 +27,34 @@ class AppState(ServedModel):
     """The served model of the model folder (``<app>/model`` or ``--conf model_dir``), as the app's
     ``--conf`` keys set it up (``weights``, ``backbone``, ``download``)."""
 
-    def __init__(self, app_dir: str | Path, conf: AppConf):
+    def __init__(self, app_dir: str | Path, conf: AppConf, team_dir: str | Path):
         self.conf = conf
         self.model_dir = Path(conf.model_dir).expanduser().resolve() if conf.model_dir else Path(app_dir) / "model"
+        self.team = LabelVersions(Path(conf.team_dir).expanduser() if conf.team_dir else team_dir)
         super().__init__(ModelStore(self.model_dir), weights=conf.weights, backbone=conf.backbone,
                          download=conf.download, demo=conf.demo_model or None)
         self.refresh(download=False, announce=False)
 
-    def annotations(self, datastore) -> list[Annotation]:
-        """The datastore's final labels, each with the classes it annotates; unusable ones are logged
-        and left out."""
-        catalog = self.catalog()
+    def annotations(self, datastore, train_on: str | None = None) -> list[Annotation]:
+        """The datastore's final labels, each with the classes that may train (``train_on``, default
+        ``--conf train_on``: ``final``, all but the classes a reviewer rejected; ``approved``, only the
+        approved ones); unusable labels are logged and left out."""
+        catalog, train_on = self.catalog(), train_on or self.conf.train_on
         found = []
         for image_id in sorted(datastore.get_labeled_images()):
             info = datastore.get_label_info(image_id, "final") or {}
             try:
-                found.append(read_annotation(image_id, datastore.get_image_uri(image_id),
+                annotation = read_annotation(image_id, datastore.get_image_uri(image_id),
                                              datastore.get_label_uri(image_id, "final"), info.get("label_info"),
-                                             catalog, max_voxels=self.conf.max_image_voxels))
+                                             catalog, max_voxels=self.conf.max_image_voxels)
             except (AnnotationError, UniversalError) as error:
                 log.warning("final label of %s left out of training: %s", image_id, error)
+                continue
+            kept = restrict(annotation, trainable_classes(self.team.record(image_id), train_on))
+            if kept.values != annotation.values:
+                left = sorted(set(annotation.values.values()) - set(kept.values.values()))
+                log.info("final label of %s: %s left out of training (%s)", image_id, ", ".join(left), train_on)
+            found.append(kept)
         return found
 
 

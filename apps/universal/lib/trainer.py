@@ -11,6 +11,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from universal.devices import resolve_device
 from universal.errors import UniversalError
 from universal.serving.finetune import FinetuneSettings, finetune
+from universal.serving.review import TRAIN_ON
 
 from .conf import FINETUNE, AppConf, parse_bool, parse_number
 from .state import AppState, device_choices
@@ -24,7 +25,8 @@ class UniversalTrainer(TrainTask):
 
     Request keys: ``max_epochs`` (passes over the training images), ``train_batch_size``,
     ``learning_rate``, ``val_split`` (held-out share), ``gate_tolerance`` (Dice), ``device``,
-    ``multi_gpu`` (one process per GPU).
+    ``multi_gpu`` (one process per GPU), ``train_on`` (``final``: the accepted labels but the classes a
+    reviewer rejected; ``approved``: approved classes only).
     """
 
     def __init__(self, state: AppState):
@@ -35,7 +37,8 @@ class UniversalTrainer(TrainTask):
         conf = self.state.conf
         return {"max_epochs": conf.max_epochs, "train_batch_size": FINETUNE.batch_size,
                 "learning_rate": conf.learning_rate, "val_split": conf.val_split, "gate_tolerance": conf.gate_tolerance,
-                "device": device_choices(), "multi_gpu": True}
+                "device": device_choices(), "multi_gpu": True,
+                "train_on": [conf.train_on, *(choice for choice in TRAIN_ON if choice != conf.train_on)]}
 
     def stats(self) -> dict:
         return self.state.store.training.read()
@@ -44,7 +47,7 @@ class UniversalTrainer(TrainTask):
         started = datetime.datetime.now()
         settings = self._settings(request)
         source = self.state.require_source()
-        annotations = self.state.annotations(datastore)
+        annotations = self.state.annotations(datastore, train_on(self.state.conf, request))
         asked = {k: request.get(k) for k in self.config()}
         log.info("training request: %s; %d annotated image(s)", asked, len(annotations))
         self.state.store.training.running({"start_ts": int(started.timestamp()), "request": asked})
@@ -70,6 +73,17 @@ class UniversalTrainer(TrainTask):
 
     def _settings(self, request: dict) -> FinetuneSettings:
         return finetune_settings(self.state.conf, request)
+
+
+def train_on(conf: AppConf, request: dict) -> str:
+    """What a training request trains on (``train_on``, default ``--conf train_on``): ``final`` labels
+    but their rejected classes, or ``approved`` classes only."""
+    chosen = request.get("train_on") or conf.train_on
+    if isinstance(chosen, list):  # an options table's list of choices: its first
+        chosen = chosen[0]
+    if chosen not in TRAIN_ON:
+        raise UniversalError(f"bad training parameter: train_on must be {' or '.join(TRAIN_ON)}, got {chosen!r}")
+    return chosen
 
 
 def finetune_settings(conf: AppConf, request: dict) -> FinetuneSettings:

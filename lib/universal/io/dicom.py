@@ -148,10 +148,11 @@ def _segment_number(seg, frame: int) -> int:
 
 
 def write_segmentation(label_map: np.ndarray, catalog: Catalog, source: Sequence, path: str | Path, *,
-                       description: str = "Universal Model") -> Path:
+                       description: str = "Universal Model", creator: str | None = None) -> Path:
     """Write ``label_map`` (uint8 (X, Y, Z), catalogue ids, on the grid of the ``source`` series'
     headers as :func:`read_series` returns them) as a DICOM SEG referencing that series: one segment a
-    class present, named, coloured and coded as the catalogue says; empty frames left out."""
+    class present, named, coloured and coded as the catalogue says; empty frames left out;
+    ``creator``: its ContentCreatorName (the annotator)."""
     import highdicom as hd
     from pydicom.uid import generate_uid
 
@@ -174,6 +175,7 @@ def write_segmentation(label_map: np.ndarray, catalog: Catalog, source: Sequence
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="universal",
         manufacturer_model_name="CLIP-Driven Universal Model", software_versions=__version__,
         device_serial_number="0", series_description=description, content_label="UNIVERSAL",
+        content_creator_name=creator,
     )
     with atomic_path(path, suffix=".dcm") as temporary:
         seg.save_as(temporary)

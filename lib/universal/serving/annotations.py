@@ -58,7 +58,7 @@ def value_names(label_info, present: Iterable[int], catalog: Catalog) -> dict[in
                 "send label_info with the label, e.g. [{\"name\": \"Liver\", \"idx\": 1}]"
             )
         return {v: catalog[v].name for v in present}
-    named = _label_info_values(label_info)
+    named = label_info_values(label_info)
     unnamed = [v for v in present if v not in named]
     if unnamed:
         raise AnnotationError(
@@ -68,7 +68,9 @@ def value_names(label_info, present: Iterable[int], catalog: Catalog) -> dict[in
     return {v: (catalog[named[v]].name if named[v] in catalog else named[v]) for v in present}
 
 
-def _label_info_values(label_info) -> dict[int, str]:
+def label_info_values(label_info) -> dict[int, str]:
+    """Label value → segment name of every entry of ``label_info`` (see :func:`value_names`), empty
+    segments included; :class:`AnnotationError` for a malformed entry."""
     if isinstance(label_info, str):
         try:
             label_info = json.loads(label_info)
@@ -131,6 +133,16 @@ def read_annotation(case: str, image: str | Path, label: str | Path, label_info,
         )
     present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
     return Annotation(case, str(image), str(label), value_names(label_info, present, catalog))
+
+
+def restrict(annotation: Annotation, classes: Iterable[str] | None) -> Annotation:
+    """``annotation`` annotating only ``classes`` (names; all for ``None``): the others' voxels are not
+    annotated as anything, so they add no loss."""
+    if classes is None:
+        return annotation
+    keep = {normalize_name(name) for name in classes}
+    values = {value: name for value, name in annotation.values.items() if normalize_name(name) in keep}
+    return Annotation(annotation.case, annotation.image, annotation.label, values)
 
 
 def new_class_names(annotations: Iterable[Annotation], catalog: Catalog) -> list[str]:

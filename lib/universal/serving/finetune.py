@@ -61,7 +61,8 @@ class FinetuneSettings:
 
 @dataclass
 class FinetuneResult:
-    """What a fine-tuning did: ``published`` (and the new ``version``), the gate's ``decision``."""
+    """What a fine-tuning did: ``published`` (and the new ``version``), the gate's ``decision``, and the
+    classes each training image trained (``classes_by_case``)."""
 
     published: bool
     decision: GateDecision
@@ -69,6 +70,7 @@ class FinetuneResult:
     steps: int
     training_cases: list[str] = field(default_factory=list)
     held_out_cases: list[str] = field(default_factory=list)
+    classes_by_case: dict[str, list[str]] = field(default_factory=dict)
     version: int | None = None
     seconds: float = 0.0
 
@@ -110,7 +112,8 @@ def finetune(store: ModelStore, source: str | Path, annotations: Sequence[Annota
     decision = regression_gate(previous, candidate, datalist, tolerance=settings.tolerance, device=settings.device)
     log.info(decision.summary())
     result = FinetuneResult(decision.publish, decision, run_dir, steps,
-                            [c["case"] for c in datalist.training], [c["case"] for c in datalist.validation])
+                            [c["case"] for c in datalist.training], [c["case"] for c in datalist.validation],
+                            {c["case"]: list(c["classes"]) for c in datalist.training})
     if decision.publish:
         with store.lock():
             _keep_classes_added_meanwhile(store, candidate)
