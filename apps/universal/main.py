@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lib.activelearning import (
     DisagreementStrategy,
+    FindingsStrategy,
     LesionStrategy,
     RandomStrategy,
     ReviewStrategy,
@@ -40,6 +41,7 @@ from universal.errors import UniversalError
 from universal.io.download import offline
 from universal.io.names import plain_name
 from universal.nets.text import EMBEDDING_DIM
+from universal.quality.label_files import label_findings
 from universal.serving.annotations import AnnotationError, label_info_values, new_class_names, read_annotation
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class UniversalApp(MONAILabelApp):
         return {
             "uncertainty": UncertaintyStrategy(self.state),
             "lesion": LesionStrategy(self.state),
+            "findings": FindingsStrategy(),
             "review": ReviewStrategy(self.state),
             "disagreement": DisagreementStrategy(self.state),
             "random": RandomStrategy(),
@@ -173,7 +176,11 @@ class UniversalApp(MONAILabelApp):
                 raise http_error(404, f"no image '{image}' in the datastore; use an id from "
                                       "GET /datastore/?output=all, or upload the image as 'file'")
             request["image_id"] = image  # the served prediction is remembered for this image
-        return super().infer(request, datastore)
+        result = super().infer(request, datastore)
+        findings = ((result.get("params") or {}).get("report") or {}).get("findings")
+        if request["image_id"] and findings is not None:
+            self.keep_findings(request["image_id"], findings, "prediction")
+        return result
 
     def _is_session_image(self, path: str) -> bool:
         """Whether ``path`` is the image of a MONAI Label session (a client's earlier upload)."""
@@ -228,7 +235,11 @@ class UniversalApp(MONAILabelApp):
         named = label_info_values(info["label_info"]) if info.get("label_info") else annotation.values
         info["values"] = {str(value): catalog[name].name if name in catalog else name for value, name in named.items()}
         info["annotator"] = annotator(info)
+        info["findings"] = [f.to_record() for f in label_findings(label_file, named, catalog)]
         return info
+
+    def keep_findings(self, image_id: str, findings: list[dict], source: str) -> None:
+        self.state.keep_findings(self.datastore(), image_id, findings, source)
 
     def keep_unkept_versions(self) -> None:
         """Final labels saved by a server killed before it kept them as versions are kept now."""
@@ -248,6 +259,11 @@ class UniversalApp(MONAILabelApp):
             return
         self._infers[MODEL_NAME].flush()  # the prediction this annotator was just served is kept first
         values = {int(value): name for value, name in (info.get("values") or {}).items()}
+        findings = info.get("findings")
+        if findings is None:
+            findings = [f.to_record() for f in label_findings(label_file, values, self.state.catalog())]
+        extra = {"findings": findings, **({"seg_series": series} if series else {})}
         version = self.state.team.add_version(image_id, label_file, values, info.get("annotator") or ANONYMOUS,
-                                              source=source, extra={"seg_series": series} if series else None)
+                                              source=source, extra=extra)
+        self.keep_findings(image_id, findings, "label")
         log.info("label version %d of %s kept (%s)", version["version"], image_id, version["annotator"])

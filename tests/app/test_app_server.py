@@ -144,7 +144,7 @@ def test_info_lists_labels_names_and_ids(client):
     assert info["labels"] == list(names)  # classes added by other tests come after the model's own
     assert info["models"]["universal"]["type"] == "segmentation"
     assert {"classes", "threshold", "overlap", "postprocess", "device"} <= set(info["models"]["universal"]["config"])
-    assert set(info["strategies"]) == {"uncertainty", "lesion", "review", "disagreement", "random", "first"}
+    assert set(info["strategies"]) == {"uncertainty", "lesion", "findings", "review", "disagreement", "random", "first"}
     assert "universal" in info["trainers"] and "uncertainty" in info["scoring"]
 
 

@@ -179,3 +179,18 @@ def test_review_states_decide_what_trains(team):
 def run_classes(team) -> dict[str, list[str]]:
     """Case → the classes the last training trained it on."""
     return team["reader"]("GET", "/info/").json()["train_stats"]["universal"]["classes_by_case"]
+
+
+def test_anatomy_findings_of_predictions_and_labels_are_kept_and_queued(team, tmp_path):
+    answer = team["reader"]("POST", "/infer/universal", params={"image": "case0", "output": "json"})
+    assert answer.status_code == 200 and isinstance(answer.json()["report"]["findings"], list)
+    right, left = truth(team, 1, "Right Kidney"), truth(team, 1, "Left Kidney")
+    save(team, "ann2", "case1", {"Right Kidney": left, "Left Kidney": right, "Liver": truth(team, 1, "Liver")},
+         tmp_path)  # the kidneys' names swapped
+    version = labels_of(team, "case1")["versions"][-1]
+    errors = [(f["code"], f["classes"]) for f in version["findings"] if f["severity"] == "error"]
+    assert errors == [("side", ["Right Kidney", "Left Kidney"])]
+    info = team["reader"]("GET", "/datastore/image/info", params={"image": "case1"}).json()
+    assert info["findings_worst"] == "error" and info["findings_of"] == "label"
+    queued = team["reader"]("POST", "/activelearning/findings", json={}).json()
+    assert queued["id"] == "case1" and queued["score_name"] == "error_findings"

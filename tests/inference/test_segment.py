@@ -3,6 +3,7 @@ subsets, resuming, and bad inputs that fail alone."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -62,8 +63,13 @@ def test_report_counts_what_the_masks_hold(full_run):
     report = json.loads((full_run / "report.json").read_text())
     assert report["input"]["shape"] == list(SHAPE) and report["input"]["orientation"] == "LPS"
     assert report["settings"]["windows"] == 1 and report["settings"]["overlap"] == 0.5
-    assert set(report["timings_s"]) == {"read", "preprocess", "network", "postprocess", "scan grid", "measure", "write",
-                                       "total"}
+    assert set(report["timings_s"]) == {"read", "preprocess", "network", "postprocess", "scan grid", "measure", "check",
+                                       "write", "total"}
+    assert all({"code", "classes", "severity", "message"} <= set(f) for f in report["findings"])
+    with (full_run.parent / "summary.csv").open() as stream:
+        row = next(csv.DictReader(stream))
+    severities = ("findings_info", "findings_warning", "findings_error")
+    assert sum(int(row[s]) for s in severities) == len(report["findings"]) and row["error"] == ""
     assert len(report["classes"]) == 32 and len(report["lesions"]) == 7
     voxel_ml = 2.0 * 2.2 * 4.0 / 1000
     for name, entry in report["classes"].items():

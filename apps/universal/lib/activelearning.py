@@ -1,6 +1,7 @@
 """Active learning: the ``uncertainty`` scoring method (cached in each image's info) and the
-strategies ``uncertainty``, ``lesion`` and ``random`` (``first`` is MONAI Label's own), and the team's
-queues ``review`` and ``disagreement``. Their answers carry ``score``, the number that chose the image."""
+strategies ``uncertainty``, ``lesion`` and ``random`` (``first`` is MONAI Label's own), ``findings``
+(anatomy findings, most severe first), and the team's queues ``review`` and ``disagreement``. Their
+answers carry ``score``, the number that chose the image."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 import universal
 from universal.errors import UniversalError
 from universal.inference.uncertainty import score_scan
+from universal.quality import SEVERITIES
 from universal.serving.review import waiting_for_review
 from universal.serving.team import latest_by_annotator, lowest_dice
 
@@ -141,6 +143,33 @@ class LesionStrategy(ScoredStrategy):
 
     def __init__(self, state: AppState):
         super().__init__(state, "Images with suspected tumours first (largest suspected tumour volume)")
+
+
+class FindingsStrategy(Strategy):
+    """The image whose latest result (a prediction, or a saved label) has the most severe anatomy
+    findings, the most of that severity first, then the most uncertain; images served in the last ten
+    minutes go after the others."""
+
+    def __init__(self):
+        super().__init__("Most severe anatomy findings first, then the most uncertain")
+
+    def __call__(self, request, datastore) -> dict | None:
+        now, strategy = time.time(), request.get("strategy", "findings")
+        ranked = {}
+        for image in datastore.list_images():
+            info = datastore.get_image_info(image)
+            worst = info.get("findings_worst")
+            if worst not in ("warning", "error"):
+                continue
+            severe = sum(f["severity"] == worst for f in info.get("findings", []))
+            ranked[image] = (not _served_recently(info, strategy, now), SEVERITIES.index(worst), severe,
+                             info.get("uncertainty", 0.0), image)
+        if not ranked:
+            return None
+        chosen = max(ranked, key=ranked.__getitem__)
+        info = datastore.get_image_info(chosen)
+        return {"id": chosen, "score": ranked[chosen][2], "score_name": f"{info['findings_worst']}_findings",
+                "findings": info.get("findings", []), "findings_of": info.get("findings_of")}
 
 
 class ReviewStrategy(Strategy):

@@ -12,6 +12,7 @@ or ``ray``), ``ray_address`` (a Ray cluster; default: a Ray instance started for
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from universal.errors import UniversalError
 from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
 from universal.inference.jobs import CaseOutcome
-from universal.inference.result import LABEL_MAP_NAME
+from universal.inference.result import LABEL_MAP_NAME, REPORT_NAME
 from universal.io.labels import read_label_map
 from universal.io.names import plain_name
 from universal.serving.label_versions import PRELABEL
@@ -82,6 +83,8 @@ class UniversalBatchInfer:
                     entry["label"] = datastore.save_label(outcome.name, str(saved), tag, info)
                     labels, affine = read_label_map(saved)  # the prediction annotators will start from
                     self.state.team.serve(outcome.name, PRELABEL, labels, affine, computed, version)
+                    report = json.loads((outcome.folder / REPORT_NAME).read_text())
+                    self.state.keep_findings(datastore, outcome.name, report["findings"], "prediction")
                 else:
                     log.warning("batch inference of %s failed: %s", outcome.name, outcome.error)
                 results[outcome.name] = entry

@@ -5,11 +5,13 @@ as training reads them."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
 
 from universal.errors import UniversalError
+from universal.quality import SEVERITIES
 from universal.serving.annotations import Annotation, AnnotationError, read_annotation, restrict
 from universal.serving.label_versions import LabelVersions
 from universal.serving.model_store import ModelStore
@@ -56,6 +58,18 @@ class AppState(ServedModel):
                 log.info("final label of %s: %s left out of training (%s)", image_id, ", ".join(left), train_on)
             found.append(kept)
         return found
+
+
+    @staticmethod
+    def keep_findings(datastore, image_id: str, findings: list[dict], source: str) -> None:
+        """An image's latest anatomy findings (of a ``prediction`` or a saved ``label``) in its image info,
+        where the ``findings`` strategy and the dashboard read them."""
+        worst = max((f["severity"] for f in findings), key=SEVERITIES.index, default=None)
+        try:
+            datastore.update_image_info(image_id, {"findings": findings, "findings_worst": worst,
+                                                   "findings_of": source, "findings_ts": int(time.time())})
+        except Exception as error:  # the image info is a cache: a datastore that cannot keep it serves on
+            log.warning("the findings of %s were not kept in its info: %s", image_id, error)
 
 
 def device_choices() -> list[str]:

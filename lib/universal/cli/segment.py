@@ -58,6 +58,8 @@ def add_parser(commands) -> None:
     add_setting(seg, "--threshold", infer, "threshold", "class probability threshold", type=float)
     seg.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                      help="keep the thresholded masks as they are")
+    seg.add_argument("--no-checks", dest="checks", action="store_false",
+                     help="leave out the anatomy checks (their findings go into report.json and summary.csv)")
     seg.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run on Ray: read, network and write in parallel workers, on a Ray instance started here "
                           "or on the cluster at ADDRESS (needs " + INSTALL_HINT + ")")

@@ -26,6 +26,7 @@ from universal.nets.model import UniversalModel
 from universal.nets.registry import DEFAULT_BACKBONE
 from universal.nets.runtime import Calibration
 from universal.progress import progress_bar
+from universal.quality import SEVERITIES
 
 ENGINES = ("local", "ray")
 SUMMARY_NAME = "summary.csv"
@@ -137,11 +138,13 @@ def run_here(job: CaseJob, cases: Sequence[CaseInput], segmenter: Segmenter,
 
 
 def write_summary(path: Path, outcomes: Sequence[CaseOutcome]) -> None:
-    """``summary.csv``: a row per case (case, source, status, seconds, error), written in one step."""
+    """``summary.csv``: a row per case (case, source, status, seconds, its anatomy findings by severity,
+    error), written in one step."""
     text = io.StringIO()
     table = csv.writer(text, lineterminator="\n")
-    table.writerow(["case", "source", "status", "seconds", "error"])
+    table.writerow(["case", "source", "status", "seconds", *(f"findings_{s}" for s in SEVERITIES), "error"])
     for outcome in outcomes:
-        table.writerow([outcome.name, outcome.source, outcome.status, f"{outcome.seconds:.3f}", outcome.error])
+        found = [outcome.findings.get(severity, "") for severity in SEVERITIES]
+        table.writerow([outcome.name, outcome.source, outcome.status, f"{outcome.seconds:.3f}", *found, outcome.error])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text.getvalue())

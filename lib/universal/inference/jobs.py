@@ -8,7 +8,7 @@ process (:mod:`universal.inference.batch`) and Ray (:mod:`universal.inference.on
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from universal.errors import UniversalError
@@ -16,6 +16,7 @@ from universal.inference.cases import CaseInput
 from universal.inference.stages import IO_STAGES, CasePlan, Prediction, PreparedScan
 from universal.io.dicom import read_series
 from universal.io.scans import read_scan, select_ct_series
+from universal.quality import Finding, counts
 
 # Errors that belong to a case (its file, its size, the device's memory): the case fails, the run goes on.
 CASE_ERRORS = (UniversalError, RuntimeError, MemoryError, OSError)
@@ -25,7 +26,7 @@ CASE_ERRORS = (UniversalError, RuntimeError, MemoryError, OSError)
 class CaseOutcome:
     """What happened to one input: ``status`` is ``"done"``, ``"skipped"`` (finished before, with
     ``resume``), ``"failed"`` (``error`` says why) or ``"not run"`` (the run stopped first);
-    ``seconds`` of work on it."""
+    ``seconds`` of work on it; ``findings``: its anatomy findings counted by severity."""
 
     name: str
     source: str
@@ -33,6 +34,7 @@ class CaseOutcome:
     folder: Path
     error: str = ""
     seconds: float = 0.0
+    findings: dict[str, int] = field(default_factory=dict)  # anatomy findings by severity
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class CaseJob:
         source = read_series(case.path, select_ct_series(case.path, case.series)) if self.dicom_seg else None
         result.save(self.folder(case), masks=self.masks, dicom_series=source)
         return CaseOutcome(case.name, str(case.path), "done", self.folder(case),
-                           seconds=round(sum(result.report["timings_s"][stage] for stage in ("total", *IO_STAGES)), 3))
+                           seconds=round(sum(result.report["timings_s"][stage] for stage in ("total", *IO_STAGES)), 3),
+                           findings=counts(Finding.from_record(f) for f in result.report["findings"]))
 
     def failure(self, case: CaseInput, error: Exception | str, seconds: float = 0.0) -> CaseOutcome:
         message = error if isinstance(error, str) else describe_error(error)

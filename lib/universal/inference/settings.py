@@ -28,6 +28,7 @@ class InferenceSettings:
     (:mod:`universal.nets.compiled`): ``"auto"``, ``"on"`` or ``"off"``; the heads compile with the
     trunk. ``runtime``: what runs the trunk: ``"torch"``, ``"openvino"`` (:mod:`universal.nets.openvino`)
     or ``"auto"``. What ``auto`` takes, for which work, is the table of :mod:`universal.nets.runtime`.
+    ``checks``: check the result's anatomy (:mod:`universal.quality`); the findings go into the report.
 
     Work that does not change the answer: ``skip_air`` leaves out windows whose every voxel lies at
     or below the HU window's lower end; ``localize``, when at most ``LOCALIZE_MAX_CLASSES`` classes are
@@ -48,6 +49,7 @@ class InferenceSettings:
     localize_margin: int = 24
     compile: str = "auto"
     runtime: str = "auto"
+    checks: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.overlap < 1.0:

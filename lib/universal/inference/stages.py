@@ -5,8 +5,9 @@ CPU workers can run them while the network runs elsewhere:
    :class:`PreparedScan`;
 2. the network (:meth:`universal.inference.segmenter.Segmenter.predict`) → :class:`Prediction`;
 3. :meth:`CasePlan.finish`: post-process (:mod:`universal.inference.postprocess`), paint the label
-   map (lesions over their organ), bring it back to the scan's grid and measure it
-   (:mod:`universal.inference.report`) → :class:`~universal.inference.result.Segmentation`.
+   map (lesions over their organ), bring it back to the scan's grid, measure it
+   (:mod:`universal.inference.report`) and check its anatomy (:mod:`universal.quality`) →
+   :class:`~universal.inference.result.Segmentation`.
 
 Every stage's output pickles, so the stages may run in different processes or machines; a
 prediction's masks travel as packed bits.
@@ -30,6 +31,7 @@ from universal.inference.result import Segmentation
 from universal.inference.settings import InferenceSettings
 from universal.io.scans import Scan
 from universal.nets.model import InputSpec, UniversalModel
+from universal.quality import check_label_map
 from universal.version import __version__
 
 IO_STAGES = ("read", "write")  # seconds reading the scan and writing results, not counted in a report's total
@@ -142,6 +144,9 @@ class CasePlan:
             if info.is_lesion:
                 lesions_report[info.name] = lesion_findings(mask, prepared.affine)
         lap("measure")
+        findings = check_label_map(label_map, prepared.affine, self.catalog, prepared.wanted) \
+            if self.settings.checks else []
+        lap("check")
         result.report = {
             "case": prepared.name,
             "input": prepared.input,
@@ -153,6 +158,7 @@ class CasePlan:
                          "model_space_shape": list(prepared.image.shape[1:])},
             "classes": classes_report,
             "lesions": lesions_report,
+            "findings": [finding.to_record() for finding in findings],
             "timings_s": {**timings, "total": round(sum(v for k, v in timings.items() if k not in IO_STAGES), 3)},
             "version": __version__,
         }
