@@ -1,4 +1,4 @@
-"""The app's settings as the served model's."""
+"""The app's settings as the served model's and the team's."""
 
 from __future__ import annotations
 
@@ -15,5 +15,9 @@ def test_the_app_serves_the_default_backbone(tmp_path):
     from universal.nets.registry import DEFAULT_BACKBONE
 
     assert AppConf().backbone == AppConf.parse({}).backbone == DEFAULT_BACKBONE
-    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False))
+    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False), tmp_path / "team")
     assert state.backbone == DEFAULT_BACKBONE and state.store.folder == tmp_path / "model" and not state.ready
+    assert state.team.folder == tmp_path / "team"
+    moved = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), team_dir=str(tmp_path / "elsewhere")),
+                     tmp_path / "team")
+    assert moved.team.folder == tmp_path / "elsewhere"  # --conf team_dir
