@@ -43,10 +43,9 @@ from universal.io.names import plain_name
 from universal.nets.text import EMBEDDING_DIM
 from universal.quality.label_files import label_findings
 from universal.serving.annotations import AnnotationError, label_info_values, new_class_names, read_annotation
+from universal.serving.label_versions import TEAM_FOLDER
 
 log = logging.getLogger(__name__)
-
-TEAM_FOLDER = ".universal-team"  # the label history beside a local datastore's images
 
 
 class UniversalApp(MONAILabelApp):

@@ -4,13 +4,11 @@ segment the viewer shows holds, voxel for voxel, what ``universal segment`` give
 same series with the same model (the learning test's, whose classes fill their own regions); so does
 each segment of the app's DICOM SEG once stored in the PACS and opened by OHIF's SEG loader. The
 viewer's segments are read from OHIF's own services (``window.services``, which OHIF's app sets) and
-cornerstone's cache (``window.cornerstone``). A screenshot of the overlay is kept in
-``$UNIVERSAL_TEST_ARTEFACTS`` (default: the test's temporary folder)."""
+cornerstone's cache (``window.cornerstone``). A screenshot of the overlay is kept as a test artefact."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ import pydicom
 import pytest
 import torch
 from app_server import start_server, wait_until
+from browser import artefacts, headless_chromium, require_chromium
 from dicom_series import write_ct_series
 from orthanc import running_orthanc
 
@@ -32,11 +31,6 @@ from universal.synth import make_phantom
 
 RELEASED = "clip_driven_universal_unet.pth"
 PHANTOM = {"shape": (64, 64, 48), "spacing": (6.4, 6.4, 10.0)}  # the learned model's phantoms
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-# Flags for a headless Chromium on a machine without a network: no GPU, no background connections
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,900")
 
 SEGMENTS_JS = """
 const found = window.services.segmentationService.getSegmentations();
@@ -93,16 +87,7 @@ class Viewer:
 @pytest.fixture(scope="module")
 def viewer(learned, tmp_path_factory, random_clip_weights):
     """A browser and the app over Orthanc, which holds one phantom CT series."""
-    from conftest import missing_in_ci
-
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        missing_in_ci("Chromium and its driver (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing_in_ci("selenium (scripts/install.sh installs requirements.txt)")
-
+    require_chromium()
     root = tmp_path_factory.mktemp("ohif")
     with running_orthanc(root) as orthanc:
         phantom = make_phantom(9004, **PHANTOM)
@@ -114,18 +99,14 @@ def viewer(learned, tmp_path_factory, random_clip_weights):
                "UNIVERSAL_CLIP_WEIGHTS": str(random_clip_weights),
                "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "dicom")}
         server = start_server(root, orthanc.dicomweb, {"model_dir": str(root / "model")}, env)
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={root / 'chromium'}"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         try:
-            driver.get(f"{server.url}/info/")  # the panel's own memory of its server, as after a first visit
-            driver.add_cookie({"name": "MONAILABEL_SERVER_URL", "value": quote(f"{server.url}/", safe="/"),
-                               "path": "/"})
-            yield Viewer(driver, server, orthanc, root / "ct", str(read_series(root / "ct")[0].StudyInstanceUID))
+            with headless_chromium(root / "chromium") as driver:
+                driver.get(f"{server.url}/info/")  # the panel's own memory of its server, as after a first visit
+                driver.add_cookie({"name": "MONAILABEL_SERVER_URL", "value": quote(f"{server.url}/", safe="/"),
+                                   "path": "/"})
+                yield Viewer(driver, server, orthanc, root / "ct",
+                             str(read_series(root / "ct")[0].StudyInstanceUID))
         finally:
-            driver.quit()
             server.stop()
 
 
@@ -251,23 +232,17 @@ def assert_named_right(shown: dict, label_map, affine, catalog, present: list[st
         assert np.array_equal(mask, truth), name
 
 
-def artefacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("UNIVERSAL_TEST_ARTEFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def test_auto_segmentation_shows_the_right_name_on_every_voxel(viewer, tmp_path):
+def test_auto_segmentation_shows_the_right_name_on_every_voxel(viewer):
     open_study(viewer)
     press(viewer.driver, run_buttons(viewer.driver)[0])  # Auto-Segmentation, the tab open at start
     shown = shown_segments(viewer.driver)
     label_map, affine, catalog = expected(viewer.server, viewer.folder)
     assert set(shown["segments"]) == set(catalog.names)
     assert_named_right(shown, label_map, affine, catalog, catalog.names)
-    viewer.driver.save_screenshot(str(artefacts(tmp_path) / "ohif-auto-segmentation.png"))
+    viewer.driver.save_screenshot(str(artefacts() / "ohif-auto-segmentation.png"))
 
 
-def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_path):
+def test_class_prompts_show_the_ticked_classes_under_their_names(viewer):
     """The break this guards: OHIF names a voxel by the class whose /info id it holds, so liver
     voxels showed as "Right Kidney" when a subset's values were renumbered 1, 2, 3."""
     from selenium.webdriver.common.by import By
@@ -293,7 +268,7 @@ def test_class_prompts_show_the_ticked_classes_under_their_names(viewer, tmp_pat
     shown = shown_segments(driver)
     label_map, affine, catalog = expected(viewer.server, viewer.folder, ticked)
     assert_named_right(shown, label_map, affine, catalog, ticked)
-    driver.save_screenshot(str(artefacts(tmp_path) / "ohif-class-prompts.png"))
+    driver.save_screenshot(str(artefacts() / "ohif-class-prompts.png"))
 
 
 def test_a_seg_the_app_stores_in_the_pacs_opens_in_ohif_with_its_names(viewer, tmp_path):
@@ -315,4 +290,4 @@ def test_a_seg_the_app_stores_in_the_pacs_opens_in_ohif_with_its_names(viewer, t
     present = [catalog[int(v)].name for v in np.unique(label_map) if v]
     assert sorted(shown["segments"]) == sorted(present)
     assert_named_right(shown, label_map, affine, catalog, present)
-    driver.save_screenshot(str(artefacts(tmp_path) / "ohif-dicom-seg.png"))
+    driver.save_screenshot(str(artefacts() / "ohif-dicom-seg.png"))

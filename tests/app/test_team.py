@@ -6,20 +6,17 @@ waiting for review and those whose annotators agree least."""
 
 from __future__ import annotations
 
-import gzip
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import requests
-from app_server import start_server
-from realm import ADMIN, ANNOTATOR, REVIEWER, USER, bearer, rsa_key, running_realm, token
+from realm import ADMIN, ANNOTATOR, REVIEWER, USER
+from team_server import running_team, save, served
 from tiny import PHANTOM, tiny_model
 
 import universal
-from universal.io.labels import read_label_map, write_label_file
+from universal.io.labels import read_label_map
 from universal.synth import make_phantom, save_phantom
 
 CLASSES = ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney"]
@@ -35,56 +32,15 @@ def team(tmp_path_factory, random_clip_weights):
         save_phantom(make_phantom(seed, **PHANTOM), studies / f"case{seed}.nii.gz", root / f"truth{seed}.nii.gz")
     (root / "model").mkdir()
     universal.save_model(tiny_model(CLASSES), root / "model" / "clip_driven_universal_unet.pth")
-    key = rsa_key()
     people = {"ann1": [USER, ANNOTATOR], "ann2": [USER, ANNOTATOR], "rev": [USER, ANNOTATOR, REVIEWER],
               "reader": [USER], "lead": [USER, ADMIN]}
-    with running_realm(key) as realm:
-        env = {"UNIVERSAL_OFFLINE": "1", "UNIVERSAL_CACHE_DIR": str(root / "cache"),
-               "UNIVERSAL_CLIP_WEIGHTS": str(random_clip_weights),
-               "MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": realm}
-        server = start_server(root, studies, {"model_dir": str(root / "model")}, env,
-                              headers=bearer(token(key, people["lead"], user="lead")))  # the lead trains
-
-        def as_person(name):
-            headers = bearer(token(key, people[name], user=name))
-            return lambda method, path, **kwargs: requests.request(method, server.url + path, headers=headers,
-                                                                   timeout=180, **kwargs)
-
-        yield {"server": server, "root": root, **{name: as_person(name) for name in people}}
-        server.stop()
+    with running_team(root, studies, root / "model", random_clip_weights, people, lead="lead") as running:
+        yield running  # the lead trains
 
 
 def truth(team, seed: int, name: str) -> np.ndarray:
     labels = np.asarray(nib.load(team["root"] / f"truth{seed}.nii.gz").dataobj)
     return labels == universal.Catalog.default()[name].id
-
-
-def save(team, person: str, image: str, masks: dict[str, np.ndarray], tmp_path: Path, empty=()) -> dict:
-    """``person`` submits a label as 3D Slicer does: one value a segment, named in label_info (``empty``:
-    segments listed without voxels)."""
-    shape = next(iter(masks.values())).shape
-    labels = np.zeros(shape, np.uint8)
-    info = []
-    for value, (name, mask) in enumerate(masks.items(), start=1):
-        labels[mask] = value
-        info.append({"name": name, "idx": value})
-    info += [{"name": name, "idx": len(info) + 1} for name in empty]
-    path = write_label_file(labels, nib.load(team["server"].studies / f"{image}.nii.gz").affine,
-                            tmp_path / f"{person}-{image}.nrrd")
-    with path.open("rb") as stream:
-        answer = team[person]("PUT", "/datastore/label", params={"image": image, "tag": "final"},
-                              files={"label": (path.name, stream)},
-                              data={"params": json.dumps({"label_info": info, "client_id": "user-xyz"})})
-    assert answer.status_code == 200, answer.text
-    return {"labels": labels, "path": path}
-
-
-def served(team, person: str, image: str) -> np.ndarray:
-    """``person`` asks for every class (Auto Segmentation): the label map, values = catalogue ids."""
-    answer = team[person]("POST", "/infer/universal", params={"image": image, "output": "image"},
-                          data={"params": json.dumps({"result_extension": ".nii.gz"})})
-    assert answer.status_code == 200, answer.text
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(answer.content)).dataobj)
 
 
 def labels_of(team, image: str) -> dict:

@@ -43,7 +43,8 @@ def write_ct(path, seed=0):
 def full_run(checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("full")
     ct = write_ct(root / "ct.nii.gz")
-    assert main(["segment", str(ct), "-o", str(root / "out"), "--model", str(checkpoint), "--masks", "--quiet"]) == 0
+    assert main(["segment", str(ct), "-o", str(root / "out"), "--model", str(checkpoint), "--masks", "--preview",
+                 "--quiet"]) == 0
     return root / "out" / "ct"
 
 
@@ -57,6 +58,17 @@ def test_label_map_lies_on_the_input_grid(full_run):
         name = universal.Catalog.default()[int(class_id)].name
         mask = np.asarray(nib.load(full_run / "masks" / f"{name}.nii.gz").dataobj)
         assert mask[values == class_id].all()
+
+
+def test_preview_shows_the_segmented_classes_in_their_colours(full_run):
+    from PIL import Image
+
+    picture = np.asarray(Image.open(full_run / "preview.png").convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in picture}
+    values = np.unique(np.asarray(nib.load(full_run / "segmentation.nii.gz").dataobj))[1:]
+    assert len(values), "the small model segments nothing"
+    for class_id in values:  # each class's legend square, in its catalogue colour
+        assert tuple(universal.Catalog.default()[int(class_id)].color) in colours
 
 
 def test_report_counts_what_the_masks_hold(full_run):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,13 +27,14 @@ from universal.errors import UniversalError
 from universal.inference.batch import ENGINES
 from universal.inference.cases import CaseInput
 from universal.inference.jobs import CaseOutcome
-from universal.inference.result import LABEL_MAP_NAME, REPORT_NAME
+from universal.inference.result import LABEL_MAP_NAME, PREVIEW_NAME, REPORT_NAME
 from universal.io.labels import read_label_map
 from universal.io.names import plain_name
 from universal.serving.label_versions import PRELABEL
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, parse_number
+from .delivery import PREVIEWS
 from .infer import inference_settings, requested_classes
 from .state import AppState
 
@@ -85,6 +87,9 @@ class UniversalBatchInfer:
                     self.state.team.serve(outcome.name, PRELABEL, labels, affine, computed, version)
                     report = json.loads((outcome.folder / REPORT_NAME).read_text())
                     self.state.keep_findings(datastore, outcome.name, report["findings"], "prediction")
+                    previews = self.state.team.folder / PREVIEWS
+                    previews.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(outcome.folder / PREVIEW_NAME, previews / f"{outcome.name}.png")
                 else:
                     log.warning("batch inference of %s failed: %s", outcome.name, outcome.error)
                 results[outcome.name] = entry
@@ -92,7 +97,7 @@ class UniversalBatchInfer:
             cases = [CaseInput(image_id, Path(datastore.get_image_uri(image_id))) for image_id in image_ids]
             if cases:
                 universal.segment(cases, folder, model=model, settings=settings, progress=False, on_case=save,
-                                  classes=requested_classes(request),
+                                  preview=True, classes=requested_classes(request),
                                   engine=engine, address=request.get("ray_address") or None, workers=workers,
                                   calibration=calibration_windows)
         done = sum(entry["status"] == "done" for entry in results.values())

@@ -46,6 +46,11 @@ class CheckedDatastore(LocalDatastore):
         if getattr(self, "_handler", None) is not None:  # auto reload watches the folder
             self._handler.on_moved = self._on_moved_event
 
+    @property
+    def folder(self) -> Path:
+        """The studies folder."""
+        return Path(self._datastore_path)
+
     def _on_moved_event(self, event) -> None:
         """A file moved into place is a file written: this datastore writes the index and labels so, in
         the server and in the processes it starts (training, batch inference). watchdog reports such a

@@ -37,7 +37,8 @@ Private parts used elsewhere in the app:
   with its file name (``_to_id``, ``_filename``), index (``_datastore``: ``objects``, ``label_path``,
   ``model_dump``; ``_datastore_config_path``) and lock (``_lock_file``), writes the index itself
   (overrides ``_update_datastore_file``, setting ``_ignore_event_config`` and ``_config_ts`` as it
-  does), and hands watchdog's "moved" events (``_handler``) to ``_on_modify_event`` and ``_on_any_event``.
+  does), hands watchdog's "moved" events (``_handler``) to ``_on_modify_event`` and ``_on_any_event``,
+  and names its folder (``_datastore_path``) for the export.
 - ``lib/pacs.py`` (:class:`PacsDatastore`) reads ``DICOMWebDatastore``'s ``_client``,
   ``_search_filter`` and ``_datastore`` (``image_path``, ``label_path``), and for labels other than
   ``final`` calls ``LocalDatastore``'s methods past ``DICOMWebDatastore``'s
@@ -58,6 +59,7 @@ from starlette.responses import JSONResponse
 
 from universal.errors import UniversalError
 
+from .delivery import delivery_router
 from .endpoints import class_router, error_status, library_error, malformed_json, nested_too_deep
 from .identity import reset_request_user, set_request_user
 from .team import team_router
@@ -75,7 +77,7 @@ INTERNALS = {
     "monailabel.datastore.local.LocalDatastore": (
         "_to_id", "_filename", "_datastore.objects", "_datastore.label_path", "_datastore.image_path",
         "_datastore.model_dump", "_datastore_config_path", "_lock_file", "_update_datastore_file",
-        "_ignore_event_config", "_config_ts", "_handler", "_on_modify_event", "_on_any_event"),
+        "_ignore_event_config", "_config_ts", "_handler", "_on_modify_event", "_on_any_event", "_datastore_path"),
     "monailabel.datastore.dicom.DICOMWebDatastore": ("_client", "_search_filter", "_datastore.image_path",
                                                      "_datastore.label_path"),
 }
@@ -95,6 +97,7 @@ def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task, cu
         return
     fastapi_app.include_router(class_router(current_state))
     fastapi_app.include_router(team_router(current_state, current_datastore))
+    fastapi_app.include_router(delivery_router(current_state, current_datastore))
     fastapi_app.add_exception_handler(json.JSONDecodeError, malformed_json)
     fastapi_app.add_exception_handler(RecursionError, nested_too_deep)
     fastapi_app.add_exception_handler(UniversalError, library_error)
@@ -105,7 +108,7 @@ def add_routes(fastapi_app, current_state, max_upload_bytes: int, check_task, cu
     fastapi_app.add_middleware(UploadLimit, limit=max_upload_bytes)  # the limit before any body is read
     fastapi_app.state.universal_routes = True
     log.info("routes added: /universal/classes, /universal/versions, /universal/labels, /universal/agreement, "
-             "/universal/review, /universal/consensus, /universal/effort")
+             "/universal/review, /universal/consensus, /universal/effort, /universal/export, /universal/dashboard")
 
 
 class UploadLimit:

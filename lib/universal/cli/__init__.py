@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from universal.cli import add_class, check, classes, demo_model, info, phantom, prepare, segment, train
+from universal.cli import add_class, check, classes, demo_model, export, info, phantom, prepare, segment, train
 from universal.errors import UniversalError
 
-COMMANDS = (info, classes, add_class, segment, check, prepare, train, phantom, demo_model)
+COMMANDS = (info, classes, add_class, segment, check, export, prepare, train, phantom, demo_model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,8 @@ def add_parser(commands) -> None:
     seg.add_argument("--masks", action="store_true", help="also write one binary mask per class")
     seg.add_argument("--resume", action="store_true", help="skip cases whose report.json exists")
     seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from DICOM folders with several")
+    seg.add_argument("--preview", action="store_true",
+                     help="also write preview.png: axial, coronal and sagittal slices, classes in their colours")
     seg.add_argument("--dicom-seg", action="store_true",
                      help="DICOM inputs: also write segmentation.dcm, a DICOM SEG referencing the series")
     add_setting(seg, "--overlap", infer, "overlap", "window overlap, 0 to <1", type=float)
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{outcome.name}: {outcome.status}{timing}: {outcome.folder}")
 
     outcomes = segment(args.inputs, args.output, model=args.model, classes=args.classes, masks=args.masks,
-                       resume=args.resume, series=args.series, dicom_seg=args.dicom_seg, settings=settings,
+                       resume=args.resume, series=args.series, dicom_seg=args.dicom_seg, preview=args.preview,
+                       settings=settings,
                        progress=not args.quiet, on_case=tell, engine="local" if args.ray is None else "ray",
                        address=args.ray or None, workers=args.workers, calibration=calibration_windows)
     failed = sum(outcome.status == "failed" for outcome in outcomes)

@@ -42,6 +42,7 @@ def segment(
     resume: bool = False,
     series: str | None = None,
     dicom_seg: bool = False,
+    preview: bool = False,
     settings: InferenceSettings | None = None,
     progress: bool = True,
     on_case: Callable[[CaseOutcome], None] | None = None,
@@ -56,7 +57,8 @@ def segment(
     them (:func:`universal.inference.cases.list_cases`). Each case folder receives
     ``segmentation.nii.gz`` (uint8 label map on the scan's grid), with ``masks``
     ``masks/<Class Name>.nii.gz``, with ``dicom_seg`` (DICOM series inputs only) ``segmentation.dcm``, a
-    DICOM SEG referencing the series, and ``report.json`` last. The model (a checkpoint path, a
+    DICOM SEG referencing the series, with ``preview`` ``preview.png`` (axial, coronal and sagittal slices
+    with the classes in their colours), and ``report.json`` last. The model (a checkpoint path, a
     released name, or a loaded model) is loaded once (per network worker). A case that fails is
     reported in its outcome and the others go on; with ``resume``, cases whose report exists are
     skipped. ``on_case`` is called with each :class:`CaseOutcome` as it completes.
@@ -88,7 +90,7 @@ def segment(
     settings = settings or InferenceSettings()
     loaded = model if isinstance(model, UniversalModel) else load_model(model)
     plan = CasePlan.for_model(loaded, settings)
-    job = CaseJob(plan, plan.catalog.select(classes), output, masks, dicom_seg)  # unknown names fail here
+    job = CaseJob(plan, plan.catalog.select(classes), output, masks, dicom_seg, preview)  # unknown names fail here
 
     outcomes: dict[str, CaseOutcome] = {}
     todo = []

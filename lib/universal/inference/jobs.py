@@ -13,6 +13,8 @@ from pathlib import Path
 
 from universal.errors import UniversalError
 from universal.inference.cases import CaseInput
+from universal.inference.preview import write_preview
+from universal.inference.result import PREVIEW_NAME
 from universal.inference.stages import IO_STAGES, CasePlan, Prediction, PreparedScan
 from universal.io.dicom import read_series
 from universal.io.scans import read_scan, select_ct_series
@@ -47,6 +49,7 @@ class CaseJob:
     output: Path
     masks: bool = False
     dicom_seg: bool = False
+    preview: bool = False
 
     def read(self, case: CaseInput) -> PreparedScan:
         """Read ``case`` and bring it to model space."""
@@ -62,6 +65,9 @@ class CaseJob:
         result = self.plan.finish(prepared, prediction)
         source = read_series(case.path, select_ct_series(case.path, case.series)) if self.dicom_seg else None
         result.save(self.folder(case), masks=self.masks, dicom_series=source)
+        if self.preview:
+            write_preview(prepared.image[0].numpy(), result.model_masks, self.plan.catalog,
+                          self.folder(case) / PREVIEW_NAME)
         return CaseOutcome(case.name, str(case.path), "done", self.folder(case),
                            seconds=round(sum(result.report["timings_s"][stage] for stage in ("total", *IO_STAGES)), 3),
                            findings=counts(Finding.from_record(f) for f in result.report["findings"]))

@@ -18,6 +18,7 @@ from universal.io.scans import write_nifti
 
 REPORT_NAME, LABEL_MAP_NAME, MASKS_FOLDER = "report.json", "segmentation.nii.gz", "masks"
 DICOM_SEG_NAME = "segmentation.dcm"
+PREVIEW_NAME = "preview.png"
 
 
 @dataclass(eq=False)

@@ -48,6 +48,7 @@ from universal.io.scans import IMAGE_SUFFIXES
 from universal.serving.effort import class_effort
 
 PRELABEL = "pre-labelling"  # the annotator name of predictions written by batch inference
+TEAM_FOLDER = ".universal-team"  # where the history is kept beside a local datastore's images
 
 
 class LabelVersions:

@@ -19,6 +19,7 @@ import numpy as np
 from universal.catalog import Catalog
 from universal.errors import UniversalError
 from universal.io.atomic import atomic_write_text
+from universal.io.msd import msd_dataset_json
 from universal.io.scans import write_nifti
 from universal.synth.phantom import Phantom, check_seed, make_phantom
 from universal.training.datasets import DatasetTemplate, load_templates
@@ -139,18 +140,8 @@ def _select_datasets(names: Iterable[str | PhantomDataset] | str | None) -> list
 
 
 def _dataset_json(dataset: PhantomDataset, training: list[dict[str, str]]) -> dict:
-    """The ``dataset.json`` document of the Medical Segmentation Decathlon for ``dataset``."""
-    return {
-        "name": dataset.name,
-        "description": f"Synthetic abdominal CT phantoms: {dataset.template.description or dataset.name}",
-        "reference": "universal.synth",
-        "licence": "CC0-1.0",
-        "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": dataset.label_names(),
-        "numTraining": len(training),
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
+    """The ``dataset.json`` of the Medical Segmentation Decathlon for ``dataset``."""
+    labels = {int(value): name for value, name in dataset.label_names().items()}
+    description = f"Synthetic abdominal CT phantoms: {dataset.template.description or dataset.name}"
+    return msd_dataset_json(dataset.name, description, labels, training, reference="universal.synth",
+                            licence="CC0-1.0")
