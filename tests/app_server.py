@@ -120,7 +120,7 @@ def start_server(root: Path, studies: Path, conf: dict[str, str], env: dict[str,
     port = free_port()
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies",
                str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "models", "universal"]
-    for key, value in conf.items():
+    for key, value in {"prelabel": "false", **conf}.items():  # background work only where a test asks for it
         command += ["--conf", key, value]
     environment = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
                    "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env}

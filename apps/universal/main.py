@@ -27,6 +27,7 @@ from lib.datastore import CheckedDatastore
 from lib.infer import UniversalInfer
 from lib.pacs import PacsDatastore, dicomweb_client
 from lib.patches import add_routes, check_tokens, record_uploads, take_upload
+from lib.prelabel import AppPrelabel
 from lib.state import AppState, ModelNotReady
 from lib.team import ANONYMOUS, annotator
 from lib.trainer import UniversalTrainer, finetune_settings, train_on
@@ -61,6 +62,8 @@ class UniversalApp(MONAILabelApp):
             raise SystemExit(f"Universal Model app: {error}") from error
         pacs = str(studies).startswith(("http://", "https://"))
         self.state = AppState(app_dir, self.app_conf, Path(app_dir) / "team" if pacs else Path(studies) / TEAM_FOLDER)
+        prelabel = self.app_conf.prelabel == "true" or (self.app_conf.prelabel == "auto" and not pacs)
+        self.prelabel = AppPrelabel(self.state, lambda: self.datastore(), enabled=prelabel)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -89,7 +92,7 @@ class UniversalApp(MONAILabelApp):
         )
 
     def init_infers(self):
-        return {MODEL_NAME: UniversalInfer(self.state)}
+        return {MODEL_NAME: UniversalInfer(self.state, self.prelabel)}
 
     def init_trainers(self):
         return {MODEL_NAME: UniversalTrainer(self.state)}
@@ -146,6 +149,7 @@ class UniversalApp(MONAILabelApp):
                              daemon=True).start()
         else:
             log.warning("Universal Model %s", self.state.status)
+        self.prelabel.start()
         super().on_init_complete()
 
     # -- requests --
@@ -192,9 +196,12 @@ class UniversalApp(MONAILabelApp):
             raise http_error(404, f"no active learning strategy '{strategy}'; choose one of "
                                   f"{', '.join(self._strategies)}")
         try:
-            return super().next_sample(request)
+            found = super().next_sample(request)
         except ModelNotReady as error:
             raise http_error(503, str(error)) from error
+        if isinstance(found, dict) and found.get("id"):
+            self.prelabel.want(found["id"])  # the annotator asks for its segmentation next
+        return found
 
     def check_task(self, task: str, params: dict) -> None:
         """Raise the library's error for a training (``task`` ``"train"``) or batch inference (``"batch"``)

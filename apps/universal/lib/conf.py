@@ -82,6 +82,8 @@ class AppConf:
     allow_local_paths: bool = False
     max_image_voxels: int = 512 * 512 * 2048  # a volume's values; 2 GiB as float32
     max_upload_mb: float = 2048.0
+    prelabel: str = "auto"  # auto: on for a studies folder, off for a PACS (each image would be fetched)
+    prelabel_cache_mb: float = 2048.0
 
     @classmethod
     def parse(cls, conf: dict) -> AppConf:
@@ -104,6 +106,10 @@ class AppConf:
             raise ValueError(f"--conf models must be '{MODEL_NAME}' (or 'all'), got {values['models']!r}")
         if values["backbone"] not in RELEASED_CHECKPOINTS:
             raise ValueError(f"--conf backbone must be {' or '.join(RELEASED_CHECKPOINTS)}, got {values['backbone']!r}")
+        if values["prelabel"] != "auto":
+            values["prelabel"] = str(parse_bool("--conf prelabel", values["prelabel"], False)).lower()
+        if values["prelabel_cache_mb"] < 0:
+            raise ValueError(f"--conf prelabel_cache_mb must not be negative, got {values['prelabel_cache_mb']}")
         if values["train_on"] not in TRAIN_ON:
             raise ValueError(f"--conf train_on must be {' or '.join(TRAIN_ON)}, got {values['train_on']!r}")
         for name in ("restore", "inline_scoring"):

@@ -42,6 +42,7 @@ from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, http_error, parse_bool, parse_number
+from .prelabel import AppPrelabel
 from .state import AppState, ModelNotReady, device_choices
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class UniversalInfer(InferTask):
     image's), ``result_dtype`` (default ``uint8``) and ``result_compress`` (gzip an NRRD; default
     false, as MONAI Label's writer)."""
 
-    def __init__(self, state: AppState):
+    def __init__(self, state: AppState, prelabel: AppPrelabel):
         defaults = universal.InferenceSettings()
         super().__init__(
             type=InferType.SEGMENTATION,
@@ -100,12 +101,12 @@ class UniversalInfer(InferTask):
             config={"classes": "", "threshold": defaults.threshold, "overlap": defaults.overlap,
                     "postprocess": defaults.postprocess, "device": device_choices()},
         )
-        self.state = state
+        self.state, self.prelabel = state, prelabel
         self.served = ThreadPoolExecutor(1, thread_name_prefix="served")  # kept after the answer, in order
 
     def info(self) -> dict:
         self.labels = self.state.catalog().label_map()
-        return {**super().info(), **self.state.describe()}
+        return {**super().info(), **self.state.describe(), "prelabel": self.prelabel.status()}
 
     def is_valid(self) -> bool:
         return True  # listed even without weights: /info says whether it is ready
@@ -127,6 +128,13 @@ class UniversalInfer(InferTask):
                 raise ValueError(f"result_dtype must be one of {', '.join(LABEL_DTYPES)}, got {dtype!r}")
         except (ValueError, UniversalError) as error:
             raise http_error(422, f"bad inference parameter: {error}") from error
+        with self.prelabel.gate.interactive():  # background pre-labelling waits meanwhile
+            return self._answer(request, settings, classes, renumbered, extension, dtype, compress, started)
+
+    def _answer(self, request: dict, settings, classes, renumbered: bool, extension: str, dtype: str, compress: bool,
+                started: float) -> tuple[str, dict]:
+        """The answer's file and JSON: from the pre-labelling cache for all classes when it holds this
+        image's answer, else computed now."""
         try:
             model, version = self.state.serving(settings.device)
             segmenter = universal.Segmenter(model, settings, progress=False, calibration=calibration_windows)
@@ -138,37 +146,45 @@ class UniversalInfer(InferTask):
         except UniversalError as error:
             raise http_error(422, str(error)) from error
         loaded = time.perf_counter()
-        try:
-            scan = universal.read_scan(request["image"], max_voxels=self.state.conf.max_image_voxels)
-        except ScanError as error:
-            status = 413 if isinstance(error, ScanTooLargeError) else 422
-            raise http_error(status, f"the image cannot be segmented: {error}") from error
-        read = time.perf_counter()
-        try:
-            result = segmenter(scan, wanted)
-        except UniversalError as error:
-            raise http_error(422, f"the image cannot be segmented: {error}") from error
-        label_map, label_names = answer_values(result.label_map, segmenter.catalog, wanted, classes, renumbered)
+        cached = self.prelabel.lookup(request["image"], settings) if classes is None else None
+        if cached is not None:
+            full_map, affine, report = cached.label_map, cached.affine, cached.report
+            read = time.perf_counter()
+        else:
+            try:
+                scan = universal.read_scan(request["image"], max_voxels=self.state.conf.max_image_voxels)
+            except ScanError as error:
+                status = 413 if isinstance(error, ScanTooLargeError) else 422
+                raise http_error(status, f"the image cannot be segmented: {error}") from error
+            read = time.perf_counter()
+            try:
+                result = segmenter(scan, wanted)
+            except UniversalError as error:
+                raise http_error(422, f"the image cannot be segmented: {error}") from error
+            full_map, affine, report = result.label_map, scan.affine, result.report
+        label_map, label_names = answer_values(full_map, segmenter.catalog, wanted, classes, renumbered)
         if request.get("image_id"):
             values = {class_id: segmenter.catalog[class_id].name for class_id in wanted}
             self.served.submit(self._keep_served, request["image_id"], request.get("annotator") or "anonymous",
-                               result.label_map, scan.affine, values, version)
+                               full_map, affine, values, version)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
         if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
-            write_segmentation(result.label_map, segmenter.catalog, read_series(request["image"]), path)
+            write_segmentation(full_map, segmenter.catalog, read_series(request["image"]), path)
         else:
-            write_label_file(label_map, scan.affine, path, dtype=dtype, compress=compress)
+            write_label_file(label_map, affine, path, dtype=dtype, compress=compress)
         done = time.perf_counter()
-        log.info("segmented %s: %d classes in %.2f s", scan.name, len(wanted), done - started)
+        log.info("segmented %s: %d classes in %.2f s%s", Path(str(request["image"])).name, len(wanted), done - started,
+                 " (pre-labelled)" if cached is not None else "")
         described = self.state.describe()
         return path, {
             "label_names": label_names,
-            "report": result.report,
+            "report": report,
             "model": {"version": version, "weights": str(self.state.source), "classes": len(segmenter.catalog),
                       "demo": described["demo"], "warning": described["warning"]},
             "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
-                          "infer": round(done - read, 3), "total": round(done - started, 3)},
+                          "infer": round(done - read, 3), "total": round(done - started, 3),
+                          "pre_labelled": cached is not None},
         }
 
     def flush(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,17 +47,19 @@ class Segmenter:
     ``segmenter(scan, classes=None)`` → :class:`Segmentation`. ``classes`` (names or ids, default
     all) computes only those heads plus the organs their post-processing reads. What runs the trunk
     and heads is chosen per scan (:mod:`universal.nets.runtime`); ``calibration`` gives the windows an
-    int8 trunk is quantized on (e.g. :func:`universal.synth.calibration_windows`).
+    int8 trunk is quantized on (e.g. :func:`universal.synth.calibration_windows`); ``before_window`` is
+    called before each network call (background work waits there for interactive work, or stops).
     """
 
     def __init__(self, model: UniversalModel, settings: InferenceSettings | None = None, progress: bool = True,
-                 calibration: Calibration | None = None):
+                 calibration: Calibration | None = None, before_window: Callable[[], None] | None = None):
         self.settings = settings or InferenceSettings()
         self.device = self.settings.torch_device()
         self.dtype = self.settings.torch_dtype(self.device)
         self.model = model.to(self.device).eval()
         self.progress = progress
         self.calibration = calibration
+        self.before_window = before_window
         self.runtime = eager(self.model)  # the last scan's
         if len(model.catalog) > 255:
             raise UniversalError(f"a uint8 label map holds at most 255 classes; this model has {len(model.catalog)}")
@@ -137,6 +139,8 @@ class Segmenter:
 
     def _run(self, padded: torch.Tensor, boxes: Sequence[tuple[slice, ...]], channels: Sequence[int]) -> torch.Tensor:
         """float32 logits (B, K, *roi) of the windows at ``boxes`` of the padded image."""
+        if self.before_window is not None:
+            self.before_window()
         windows = torch.stack([padded[(slice(None), *box)] for box in boxes]).to(self.device)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return self.window_logits(windows, boxes, channels).float()
