@@ -10,26 +10,15 @@ bfloat16 trunk with compiled heads, and OpenVINO's bfloat16 trunk with compiled 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from window_profile import seconds
 
 import universal
 from universal.devices import cpu_description
 from universal.nets.compiled import compiled_heads, compiled_trunk
 from universal.nets.heads import run_heads
 from universal.nets.openvino import openvino_available, openvino_trunk
-
-
-def seconds(run, repeats: int) -> float:
-    run()  # warm-up: compilation, conversion, first allocations
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def test_a_window_of_work_is_counted_in_released_size_windows():
 
 
 def test_auto_compiles_a_bfloat16_unet_on_the_cpu_for_enough_work(monkeypatch):
-    monkeypatch.setattr(runtime_module, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(runtime_module, "openvino_available", lambda: False)
     released, swin, small = UniversalModel("unet"), UniversalModel("swinunetr"), small_model()
     many = COMPILE_MIN_WINDOWS
     assert choose_trunk(released, CPU, torch.bfloat16, many) == "compiled"
@@ -41,9 +41,9 @@ def test_auto_compiles_a_bfloat16_unet_on_the_cpu_for_enough_work(monkeypatch):
         InferenceSettings(compile="yes")
 
 
-def test_auto_takes_openvino_for_a_bfloat16_unet_on_amx_with_enough_work(monkeypatch):
+def test_auto_takes_openvino_for_a_bfloat16_unet_on_native_bfloat16_with_enough_work(monkeypatch):
     released, small = UniversalModel("unet"), small_model()
-    monkeypatch.setattr(runtime_module, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bfloat16", lambda: True)  # AMX or AVX-512 BF16
     monkeypatch.setattr(runtime_module, "openvino_available", lambda: True)
     assert choose_trunk(released, CPU, torch.bfloat16, 16) == "openvino"
     assert choose_trunk(released, CPU, torch.bfloat16, 15) == "torch"  # too little work for a conversion
@@ -55,7 +55,7 @@ def test_auto_takes_openvino_for_a_bfloat16_unet_on_amx_with_enough_work(monkeyp
     monkeypatch.setattr(runtime_module, "openvino_available", lambda: False)  # not installed: compiled torch
     assert choose_trunk(released, CPU, torch.bfloat16, 99) == "compiled"
     monkeypatch.setattr(runtime_module, "openvino_available", lambda: True)
-    monkeypatch.setattr(runtime_module, "cpu_has_amx", lambda: False)  # AVX-512 BF16 alone: compiled torch
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bfloat16", lambda: False)  # emulated: compiled torch
     assert choose_trunk(released, CPU, torch.bfloat16, 99) == "compiled"
     with pytest.raises(UniversalError, match="runs on the CPU, not cuda"):
         choose_trunk(released, CUDA, torch.float16, 99, runtime="openvino")

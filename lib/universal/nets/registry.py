@@ -37,7 +37,7 @@ class BackboneRecord:
     weights_env: str
     legacy_prefixes: tuple[str, ...] = ()
     compiles_on_cpu: bool = False
-    openvino_on_amx: bool = False
+    openvino_on_cpu: bool = False
     fully_convolutional: bool = False
 
 
@@ -49,7 +49,7 @@ BACKBONES = {
             marker="backbone.down_tr64.", width_key="backbone.down_tr64.ops.0.conv1.weight",
             released_file="clip_driven_universal_unet.pth", weights_env="UNIVERSAL_UNET_WEIGHTS",
             compiles_on_cpu=True,  # Swin UNETR takes minutes to compile for less (universal.nets.runtime)
-            openvino_on_amx=True,
+            openvino_on_cpu=True,  # its OpenVINO trunk beats the compiled one in bfloat16 (universal.nets.runtime)
             fully_convolutional=True,
         ),
         BackboneRecord(

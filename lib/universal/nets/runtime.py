@@ -11,9 +11,10 @@ and the runtimes", "Where one window's time goes").
 trunk           when
 =============== =================================================================================
 OpenVINO        ``precision="int8"`` (only OpenVINO runs it); or a backbone whose record says
-                ``openvino_on_amx``, in bfloat16, on a CPU with AMX, OpenVINO installed, at least
-                :data:`COMPILE_MIN_WINDOWS` released-size windows (its window takes 0.65× the
-                compiled trunk's time there)
+                ``openvino_on_cpu``, in bfloat16, on a CPU that computes bfloat16 natively (AMX or
+                AVX-512 BF16), OpenVINO installed, at least :data:`COMPILE_MIN_WINDOWS` released-size
+                windows (its window takes 0.65× the compiled trunk's time with AMX, 0.88× with
+                AVX-512 BF16 alone)
 compiled torch  a backbone whose record says ``compiles_on_cpu``, in bfloat16 on the CPU, at least
                 :data:`COMPILE_MIN_WINDOWS` released-size windows (1.5× eager, after 10-20 s of
                 compilation); or ``compile="on"``
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from universal.devices import INT8, cpu_has_amx, dtype_name
+from universal.devices import INT8, cpu_has_native_bfloat16, dtype_name
 from universal.errors import UniversalError
 from universal.nets.compiled import CompiledTrunk, compiled_heads, compiled_trunk
 from universal.nets.heads import run_heads
@@ -88,8 +89,8 @@ def choose_trunk(model: UniversalModel, device: torch.device, dtype: torch.dtype
     overrule it; OpenVINO runs on the CPU only."""
     on_cpu_bfloat16 = device.type == "cpu" and dtype == torch.bfloat16
     if runtime == "auto":
-        amx = model.record.openvino_on_amx and on_cpu_bfloat16 and cpu_has_amx()
-        runtime = "openvino" if precision == INT8 or (amx and openvino_available() and repays(model, windows)) \
+        native = model.record.openvino_on_cpu and on_cpu_bfloat16 and cpu_has_native_bfloat16()
+        runtime = "openvino" if precision == INT8 or (native and openvino_available() and repays(model, windows)) \
             else "torch"
     if runtime == "openvino":
         if device.type != "cpu":
