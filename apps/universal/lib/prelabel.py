@@ -1,17 +1,20 @@
 """Pre-labelling in the background (:mod:`universal.serving.prelabel`) over the app's datastore: the
-unlabelled images, those *Next Sample* served last first, then the most uncertain, then by id; each
-segmented as an ``/infer`` without parameters would, and its answer kept in ``<team>/prelabel-cache``
-under a key of the image's content, the model and the settings, so that ``/infer`` answers from it."""
+unlabelled images, those *Next Sample* served last first, then the most uncertain, then by id (none
+while a fine-tuning runs); each segmented as an ``/infer`` without parameters would, and its answer
+kept in ``<team>/prelabel-cache`` under a key of the image's content, the model and the settings, so
+that ``/infer`` answers from it."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import universal
 from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller
 from universal.serving.prelabel_cache import CachedAnswer, PrelabelCache
+from universal.serving.training_status import alive
 from universal.synth import calibration_windows
 
 from .state import AppState
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FOLDER = "prelabel-cache"  # in the team's folder
 WANTED_KEPT = 32  # images Next Sample served lately, which go first
+TRAINING_POLL_S = 5.0  # while a fine-tuning runs, look again after this long
 
 
 class AppPrelabel:
@@ -61,9 +65,14 @@ class AppPrelabel:
             return None
         return self.cache.get(self.cache.key(image, self.model_name(), settings))
 
+    def training(self) -> bool:
+        """Whether a fine-tuning runs (its process has the CPU or GPU first)."""
+        running = self.state.store.training.read().get("running")
+        return bool(running) and alive(running.get("pid"))
+
     def pending(self) -> Iterator[tuple[str, str]]:
-        """The unlabelled images with their cache keys, most wanted first."""
-        if not self.state.ready:
+        """The unlabelled images with their cache keys, most wanted first; none while a fine-tuning runs."""
+        if not self.state.ready or self.training():
             return
         datastore = self.datastore()
         images = set(datastore.get_unlabeled_images())
@@ -78,8 +87,8 @@ class AppPrelabel:
                 yield image_id, self.cache.key(uri, model, self.settings)
 
     def compute(self, image_id: str, key: str, before_window: Callable[[], None]) -> None:
-        """Segment ``image_id`` and keep its answer under ``key``; :class:`Cancelled` once the model in use
-        changes (its answer would be stale)."""
+        """Segment ``image_id`` and keep its answer under ``key``, pausing while a fine-tuning runs;
+        :class:`Cancelled` once the model in use changes (its answer would be stale)."""
         model, _ = self.state.serving(self.settings.device)
         name = self.model_name()
         uri = self.datastore().get_image_uri(image_id)
@@ -87,6 +96,9 @@ class AppPrelabel:
             raise Cancelled
 
         def before() -> None:
+            while self.training():
+                before_window()
+                time.sleep(TRAINING_POLL_S)
             if self.model_name() != name:
                 raise Cancelled
             before_window()
