@@ -144,6 +144,12 @@ def test_the_lead_exports_the_dataset_from_the_server(team, tmp_path, capsys):
     assert refused.status_code == 403, refused.text  # the dataset leaves with an admin
     wrong = team["lead"]("GET", "/universal/export", params={"format": "nnunet1"})
     assert wrong.status_code == 422 and "nnunetv2" in wrong.json()["detail"]
+    for hostile, named in (({"images": "../../etc/passwd"}, "no image"), ({"name": "../elsewhere"}, "name"),
+                           ({"dataset_id": 5000}, "1-999"), ({"classes": "Liver,Nonsense"}, "Nonsense"),
+                           ({"labels": "everything"}, "labels")):
+        answer = team["lead"]("GET", "/universal/export", params=hostile)
+        assert answer.status_code == 422 and named in answer.json()["detail"], (hostile, answer.text)
+    assert team["ann1"]("GET", "/universal/preview/..%2F..%2Fsecret").status_code in (404, 422)
 
     assert main(["export", team["server"].url, "-o", str(tmp_path / "out"), "--token", team["tokens"]["lead"],
                  "--name", "Team", "--dataset-id", "7"]) == 0

@@ -3,6 +3,8 @@
 "use strict";
 
 const STATES = ["unlabelled", "predicted", "corrected", "approved"];
+// SVG elements are made in the SVG namespace (MDN Web Docs, Document: createElementNS() method)
+const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#3d7fd9", "#e39a2d", "#2f9e5b", "#d24b4b", "#8e5cd9", "#1aa3a3", "#c2569b", "#7a8a2e"];
 
 function headers() {
@@ -118,11 +120,11 @@ function plot(node, series, { xLabel = "", yLabel = "", yMax = null } = {}) {
   const [width, height, left, bottom] = [640, 220, 44, 28];
   const sx = (x) => left + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (width - left - 150);
   const sy = (y) => height - bottom - (y / (top || 1)) * (height - bottom - 24);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
   const add = (tag, attributes, text) => {
-    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    const node = document.createElementNS(SVG, tag);
     for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
     if (text) node.textContent = text;
     svg.append(node);

@@ -19,6 +19,7 @@ def add_parser(commands) -> None:
         "server's (SOURCE is its URL), into OUT in a layout trainers read, with provenance.csv (annotators, model "
         "version, review states, agreement, anatomy findings, seconds per case).",
     )
+    # 8000: start_server's default port (Project-MONAI/MONAILabel monailabel/main.py)
     export.add_argument("source", help="studies folder, or the server's URL (http://HOST:8000)")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
     export.add_argument("--format", choices=FORMATS, default="nnunetv2", help="layout (default %(default)s)")
