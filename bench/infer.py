@@ -175,9 +175,13 @@ def commit() -> str:
 
 
 def append_result(row: list[str]) -> None:
-    """Add ``row`` after the last row of the results table (notes below the table stay below it)."""
+    """Add ``row`` after the last row of the last table with the results' columns (notes and other tables
+    below it stay below it)."""
     lines = (RESULTS.read_text() if RESULTS.is_file() else RESULTS_HEADER).splitlines(keepends=True)
-    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    columns = next(line for line in RESULTS_HEADER.splitlines(keepends=True) if line.startswith("|"))
+    last = max(i for i, line in enumerate(lines) if line == columns)
+    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+        last += 1
     lines.insert(last + 1, "| " + " | ".join(row) + " |\n")
     atomic_write_text(RESULTS, "".join(lines))
     print(f"appended to {RESULTS}")

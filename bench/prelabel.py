@@ -12,9 +12,12 @@ MONAI Label module drives it (Project-MONAI/MONAILabel plugins/slicer/MONAILabel
 
     python bench/prelabel.py                               # 2 clinical-size phantoms (512×512×200), U-Net
     python bench/prelabel.py --shape 256 256 100 --spacing 1.6 1.6 5   # a quick look
+    python bench/prelabel.py --model run/model.pt          # a trained model instead
 
-Weights are random (the released U-Net's architecture), so the label maps are noise: the cached
-answer's size is then larger than a trained model's, which only lengthens its transfer.
+Without ``--model`` the weights are random (the released U-Net's architecture), so the label maps
+are noise: the cached answer's size is then larger than a trained model's, which only lengthens its
+transfer. The pre-labelled answers' times depend on the image and not on the model; the cold image's
+and the pre-labelling's do.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="timed Next Sample → Auto Segmentation (default 20)")
     parser.add_argument("--shape", type=int, nargs=3, default=CLINICAL_SHAPE)
     parser.add_argument("--spacing", type=float, nargs=3, default=CLINICAL_SPACING)
+    parser.add_argument("--model", type=Path, help="a trained model to serve (default: the released U-Net, random)")
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}")
     with tempfile.TemporaryDirectory() as folder:
@@ -128,8 +132,10 @@ def main() -> None:
         studies.mkdir()
         model_dir.mkdir()
         torch.manual_seed(0)
-        universal.save_model(universal.UniversalModel("unet", class_embeddings=torch.randn(32, 512)),
-                             model_dir / "clip_driven_universal_unet.pth")
+        served = universal.load_model(args.model) if args.model else universal.UniversalModel(
+            "unet", class_embeddings=torch.randn(32, 512))
+        universal.save_model(served, model_dir / "clip_driven_universal_unet.pth")
+        print(f"model: {served.title} width {served.width}, {args.model or 'random weights'}")
         phantom = {"shape": tuple(args.shape), "spacing": tuple(args.spacing)}
         for number in range(args.images):
             save_phantom(make_phantom(number, **phantom), studies / f"case{number}.nii.gz")

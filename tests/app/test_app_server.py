@@ -18,12 +18,14 @@ import pytest
 import requests
 import torch
 from app_server import start_server, wait_until
+from conftest import missing_in_ci
 from requests_toolbelt import MultipartEncoder
 from tiny import PHANTOM, tiny_model
 
 import universal
 from universal.catalog import Catalog
 from universal.io.labels import read_label_map, write_label_file
+from universal.nets.openvino import int8_available
 from universal.synth import make_phantom, save_phantom
 
 CLASSES = ["Liver", "Spleen", "Stomach", "Right Kidney", "Left Kidney", "Liver Tumor"]
@@ -148,6 +150,17 @@ def test_info_lists_labels_names_and_ids(client):
     assert "universal" in info["trainers"] and "uncertainty" in info["scoring"]
 
 
+def test_annotators_may_ask_for_the_int8_trunk(client, ready):
+    """Slicer's options table offers ``precision`` (auto first); int8 answers with its measured agreement."""
+    if not int8_available():
+        missing_in_ci("OpenVINO and NNCF (pip install 'universal-model[openvino]')")
+    assert client.info()["models"]["universal"]["config"]["precision"] == ["auto", "int8"]
+    _, params = client.infer("universal", "case0", {"precision": "int8"})
+    settings = params["report"]["settings"]
+    assert settings["precision"] == "int8" and settings["runtime"] == "openvino"
+    assert 0 <= settings["int8_agreement"]["lowest_dice"] <= 1
+
+
 def test_infer_returns_a_label_map_on_the_images_grid(client, ready):
     image = nib.load(ready.studies / "case0.nii.gz")
     expected = labels(client)
@@ -227,6 +240,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_nothing_is_lost(ready, wo
         (infer(params={"threshold": "high"}), 422, "threshold must be a number"),
         (infer(params={"overlap": 1.5}), 422, "overlap must be at least 0 and below 1, got 1.5"),
         (infer(params={"device": "tpu"}), 422, "unknown device"),
+        (infer(params={"precision": "int4"}), 422, "precision must be auto, float32, bfloat16, float16, int8"),
         (infer(params={"result_extension": ".png"}), 422, "result_extension must be one of"),
         (ready.post("/infer/nnunet", params={"image": "case0"}), 404, "this app serves 'universal'"),
         (ready.post("/activelearning/entropy", json={}), 404, "no active learning strategy 'entropy'"),

@@ -81,6 +81,8 @@ def test_int8_is_calibrated_once_and_reports_its_agreement(scan, monkeypatch):
     assert 0 <= agreement["lowest_dice"] <= 1 and 0 <= agreement["flipped_percent"] <= 100
     (info,) = conversions()
     assert json.loads(info.read_text())["agreement"] == agreement
+    assert layers_quantized(info.parent / "model.xml") == {"first": False, "middle": True, "last two": False,
+                                                                "normalisations": False}
 
     import nncf
 
@@ -92,6 +94,28 @@ def test_int8_is_calibrated_once_and_reports_its_agreement(scan, monkeypatch):
     again = Segmenter(tiny_model(), int8, progress=False)(scan)  # no calibration needed now
     assert again.report["settings"]["int8_agreement"] == agreement
     assert np.array_equal(again.label_map, result.label_map)
+
+
+def layers_quantized(xml) -> dict[str, bool]:
+    """Whether an int8 trunk's convolutions (its first, its last two before the head input, the others)
+    have int8 weights (dequantized by a Multiply, not a float Constant), and whether its normalisations'
+    inputs come through a FakeQuantize."""
+    import openvino
+
+    operations = openvino.Core().read_model(str(xml)).get_ordered_ops()
+    convolutions = [op for op in operations if op.get_type_name() == "Convolution"]
+    last_two = [op for op in convolutions if any(part in op.get_friendly_name() for part in ("feature_head",
+                                                                                             "up_tr64.ops.1"))]
+    middle = [op for op in convolutions[1:] if op not in last_two]
+    norms = [op for op in operations if op.get_type_name() in ("MVN", "GroupNormalization")]
+    assert len(last_two) == 2 and middle and norms
+
+    def int8_weights(op) -> bool:
+        return op.input_value(1).get_node().get_type_name() != "Constant"
+
+    return {"first": int8_weights(convolutions[0]), "middle": all(map(int8_weights, middle)),
+            "last two": any(map(int8_weights, last_two)),
+            "normalisations": any(op.input_value(0).get_node().get_type_name() == "FakeQuantize" for op in norms)}
 
 
 def test_without_openvino_asking_for_it_says_how_to_install_it(scan, monkeypatch):

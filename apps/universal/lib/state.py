@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
+from universal.devices import INT8
 from universal.errors import UniversalError
+from universal.nets.openvino import int8_available
 from universal.quality import SEVERITIES
 from universal.serving.annotations import Annotation, AnnotationError, read_annotation, restrict
 from universal.serving.label_versions import LabelVersions
@@ -73,5 +75,13 @@ class AppState(ServedModel):
 
 
 def device_choices() -> list[str]:
-    """Device options for the clients' option tables, the default first."""
+    """Device options for the clients' option tables, the default first (3D Slicer shows a list as a
+    drop-down whose first item is chosen: Project-MONAI/MONAILabel plugins/slicer/MONAILabel/
+    MONAILabel.py, updateConfigTable and getParamsFromConfig)."""
     return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
+def precision_choices() -> list[str]:
+    """Precision options for the clients' option tables, the default first: ``int8`` where OpenVINO and
+    NNCF are installed (an int8 trunk on the CPU)."""
+    return ["auto", INT8] if int8_available() else ["auto"]
