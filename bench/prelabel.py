@@ -9,6 +9,8 @@ MONAI Label module drives it (Project-MONAI/MONAILabel plugins/slicer/MONAILabel
 3. A new image arrives; its *Auto Segmentation* is timed cold (no pre-label yet).
 4. While the background pre-labels another new image, an uploaded small image's ``/infer`` is timed,
    against the same request on an idle server: the delay, against the time of one window.
+5. Each server's peak resident memory is printed when it stops: with pre-labelling, and without it
+   (which segments the cold image only).
 
     python bench/prelabel.py                               # 2 clinical-size phantoms (512×512×200), U-Net
     python bench/prelabel.py --shape 256 256 100 --spacing 1.6 1.6 5   # a quick look
@@ -75,8 +77,18 @@ def server(root: Path, studies: Path, model_dir: Path, prelabel: str):
             time.sleep(0.5)
         yield url
     finally:
+        print(f"server with prelabel {prelabel}: peak RSS {peak_rss_gib(process.pid):.2f} GiB")
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
+
+
+def peak_rss_gib(pid: int) -> float:
+    """The process's peak resident memory so far (Linux: VmHWM in /proc/PID/status, in kB)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def status(url: str) -> dict:

@@ -66,6 +66,8 @@ def test_prelabelled_answers_are_the_fresh_answers_and_survive_a_restart(folders
         found = wait_until(lambda: (lambda s: s if s["cached"] == 2 and s["queued"] == 0 and not s["current"]
                                     else None)(status(server)), 180, "both images pre-labelled")
         assert found["enabled"] and found["done"] == 2 and found["failed"] == 0
+        kept = sorted(p.name for p in folders[0].rglob("prelabel-cache/*/encoded.*"))
+        assert kept == ["encoded.nii.gz"] * 2  # each answer also kept as the file it is sent as
         for image in IMAGES:
             answer, params = infer(server, image)
             assert params["latencies"]["pre_labelled"], params["latencies"]

@@ -19,6 +19,9 @@ from universal.serving.review import TRAIN_ON
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "universal"
+# an answer's voxel type and NRRD gzip unless the request says otherwise, as MONAI Label's own writer
+# (Project-MONAI/MONAILabel monailabel/transform/writer.py: Writer.__call__)
+RESULT_DTYPE, RESULT_COMPRESS = "uint8", False
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 FINETUNE = FinetuneSettings()  # the library's defaults, which the --conf keys of training default to
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +39,10 @@ from universal.devices import resolve_device
 from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
-from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError
+from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError, image_suffix
 from universal.synth import calibration_windows
 
-from .conf import MODEL_NAME, http_error, parse_bool, parse_number
+from .conf import MODEL_NAME, RESULT_COMPRESS, RESULT_DTYPE, http_error, parse_bool, parse_number
 from .prelabel import AppPrelabel
 from .state import AppState, ModelNotReady, device_choices, precision_choices
 
@@ -124,9 +125,8 @@ class UniversalInfer(InferTask):
             classes = requested_classes(request)
             renumbered = bool(request.get("classes"))  # a subset by name: values 1..K (see the module docstring)
             extension = self._extension(request)
-            # read as MONAI Label's own writer reads them (monailabel/transform/writer.py: Writer.__call__)
-            dtype = str(request.get("result_dtype") or "uint8")
-            compress = parse_bool("result_compress", request.get("result_compress"), False)
+            dtype = str(request.get("result_dtype") or RESULT_DTYPE)
+            compress = parse_bool("result_compress", request.get("result_compress"), RESULT_COMPRESS)
             if dtype not in LABEL_DTYPES:
                 raise ValueError(f"result_dtype must be one of {', '.join(LABEL_DTYPES)}, got {dtype!r}")
         except (ValueError, UniversalError) as error:
@@ -166,16 +166,20 @@ class UniversalInfer(InferTask):
                 raise http_error(422, f"the image cannot be segmented: {error}") from error
             full_map, affine, report = result.label_map, scan.affine, result.report
         label_map, label_names = answer_values(full_map, segmenter.catalog, wanted, classes, renumbered)
-        if request.get("image_id"):
-            values = {class_id: segmenter.catalog[class_id].name for class_id in wanted}
-            self.served.submit(self._keep_served, request["image_id"], request.get("annotator") or "anonymous",
-                               full_map, affine, values, version)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
+        as_kept = (dtype, compress) == (RESULT_DTYPE, RESULT_COMPRESS) and label_map is full_map
         if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
             write_segmentation(full_map, segmenter.catalog, read_series(request["image"]), path)
+        elif as_kept and cached is not None and cached.encoded is not None and cached.encoded.name.endswith(extension):
+            shutil.copyfile(cached.encoded, path)  # the file this answer was kept as: the same bytes
         else:
             write_label_file(label_map, affine, path, dtype=dtype, compress=compress)
+        if request.get("image_id"):
+            values = {class_id: segmenter.catalog[class_id].name for class_id in wanted}
+            encoded = Path(path).read_bytes() if as_kept and extension == ".nii.gz" else None
+            self.served.submit(self._keep_served, request["image_id"], request.get("annotator") or "anonymous",
+                               full_map, affine, values, version, encoded)
         done = time.perf_counter()
         log.info("segmented %s: %d classes in %.2f s%s", Path(str(request["image"])).name, len(wanted), done - started,
                  " (pre-labelled)" if cached is not None else "")
@@ -194,19 +198,17 @@ class UniversalInfer(InferTask):
         """Wait until every prediction served so far is kept (a label saved next is measured against it)."""
         self.served.submit(lambda: None).result()
 
-    def _keep_served(self, image_id: str, annotator: str, label_map, affine, values: dict, version) -> None:
+    def _keep_served(self, image_id: str, annotator: str, label_map, affine, values: dict, version,
+                     encoded: bytes | None) -> None:
         """Remember the prediction ``annotator`` was served (their effort is measured against it)."""
         try:
-            self.state.team.serve(image_id, annotator, label_map, affine, values, version)
+            self.state.team.serve(image_id, annotator, label_map, affine, values, version, encoded=encoded)
         except (OSError, UniversalError) as error:
             log.warning("the prediction served for %s could not be kept: %s", image_id, error)
 
     @staticmethod
     def _extension(request: dict) -> str:
-        extension = str(request.get("result_extension") or "")
-        if not extension:
-            name = Path(str(request.get("image", ""))).name.lower()
-            extension = next((e for e in IMAGE_SUFFIXES if name.endswith(e)), ".nii.gz")
+        extension = str(request.get("result_extension") or "") or image_suffix(request.get("image", ""))
         extension = (extension if extension.startswith(".") else f".{extension}").lower()
         if extension == DICOM_SEG and not Path(str(request.get("image", ""))).is_dir():
             raise ValueError("result_extension .dcm (a DICOM SEG) needs an image that is a DICOM series")

@@ -7,16 +7,21 @@ that ``/infer`` answers from it."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import universal
+from universal.io.labels import write_label_file
+from universal.io.scans import image_suffix
 from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller
 from universal.serving.prelabel_cache import CachedAnswer, PrelabelCache
 from universal.serving.training_status import alive
 from universal.synth import calibration_windows
 
+from .conf import RESULT_COMPRESS, RESULT_DTYPE
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -107,4 +112,7 @@ class AppPrelabel:
                                         before_window=before)
         scan = universal.read_scan(uri, max_voxels=self.state.conf.max_image_voxels)
         result = segmenter(scan)
-        self.cache.put(key, result.label_map, scan.affine, result.report)
+        with tempfile.TemporaryDirectory() as scratch:  # the file a request in the image's own type gets
+            encoded = write_label_file(result.label_map, scan.affine, Path(scratch) / f"answer{image_suffix(uri)}",
+                                       dtype=RESULT_DTYPE, compress=RESULT_COMPRESS)
+            self.cache.put(key, result.label_map, scan.affine, result.report, encoded)

@@ -25,6 +25,12 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK and DICOM geometry is LPS+; 
 CT_AIR_HU = -500.0  # a CT shows air (about -1000 HU) somewhere; a volume whose minimum is above this is not HU
 
 
+def image_suffix(path: str | Path) -> str:
+    """The suffix of :data:`IMAGE_SUFFIXES` that ``path``'s name ends with (any case), else ``.nii.gz``."""
+    name = Path(str(path)).name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), ".nii.gz")
+
+
 class ScanError(UniversalError):
     """A scan that cannot be read, or is not a 3D CT in Hounsfield units."""
 

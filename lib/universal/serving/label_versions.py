@@ -130,13 +130,19 @@ class LabelVersions:
         return entry
 
     def serve(self, image: str, annotator: str, label_map: np.ndarray, affine: np.ndarray,
-              values: Mapping[int, str], model_version: int | None, now: float | None = None) -> dict:
+              values: Mapping[int, str], model_version: int | None, now: float | None = None, *,
+              encoded: bytes | None = None) -> dict:
         """Remember the prediction ``annotator`` was served for ``image``: the label map (X, Y, Z, values
-        named by ``values``, the classes it computed) and the model version."""
+        named by ``values``, the classes it computed) and the model version. ``encoded``: the label map
+        already written as a uint8 ``.nii.gz`` (the answer's bytes), kept as it is."""
         now = time.time() if now is None else now
         (self.folder / "files").mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".serving-", dir=self.folder / "files") as scratch:
-            written = write_label_file(label_map, affine, Path(scratch) / "prediction.nii.gz")
+            written = Path(scratch) / "prediction.nii.gz"
+            if encoded is None:
+                write_label_file(label_map, affine, written)
+            else:
+                written.write_bytes(encoded)
             stored = self._store(written)
         entry = {"time": _iso(now), "ts": round(now, 3), "model_version": model_version, "file": stored,
                  "values": {str(v): name for v, name in sorted(values.items())}, "annotator": annotator}

@@ -3,6 +3,7 @@
 
     CACHE/<key>/answer.npz    label_map (uint8 (X, Y, Z), catalogue ids, on the scan's grid), affine (4, 4)
     CACHE/<key>/report.json   the result's report (volumes, findings, timings of the run that computed it)
+    CACHE/<key>/encoded.<suffix>  optionally, the answer already written as a file (sent as it is)
 
 An entry is written in a temporary folder and renamed into place, so a reader sees it whole or not at
 all, also after a crash; the least recently used entries go when the folder outgrows its bound.
@@ -26,7 +27,7 @@ import numpy as np
 
 from universal.inference.settings import InferenceSettings
 
-ANSWER, REPORT = "answer.npz", "report.json"
+ANSWER, REPORT, ENCODED = "answer.npz", "report.json", "encoded"
 DIGESTS_KEPT = 4096  # image digests remembered by (path, size, modification time)
 STALE_S = 3600  # an entry still being written after this long was left by a crash
 
@@ -36,6 +37,7 @@ class CachedAnswer:
     label_map: np.ndarray
     affine: np.ndarray
     report: dict
+    encoded: Path | None = None  # the answer as a file, when it was kept as one
 
 
 class PrelabelCache:
@@ -90,15 +92,20 @@ class PrelabelCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(entry)
-        return CachedAnswer(label_map, affine, report)
+        return CachedAnswer(label_map, affine, report, next(entry.glob(f"{ENCODED}.*"), None))
 
-    def put(self, key: str, label_map: np.ndarray, affine: np.ndarray, report: dict) -> None:
-        """Keep an answer under ``key``, then drop the least recently used entries beyond the bound."""
+    def put(self, key: str, label_map: np.ndarray, affine: np.ndarray, report: dict,
+            encoded: Path | None = None) -> None:
+        """Keep an answer under ``key`` (with ``encoded``, the answer written as a file, if given), then
+        drop the least recently used entries beyond the bound."""
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.folder))
         try:
             np.savez_compressed(staging / ANSWER, label_map=label_map.astype(np.uint8), affine=affine)
             (staging / REPORT).write_text(json.dumps(report))
+            if encoded is not None:
+                suffix = encoded.name[encoded.name.index("."):] if "." in encoded.name else ""
+                shutil.copyfile(encoded, staging / f"{ENCODED}{suffix}")
             if (self.folder / key).exists():
                 shutil.rmtree(self.folder / key, ignore_errors=True)
             staging.rename(self.folder / key)
