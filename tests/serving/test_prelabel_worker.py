@@ -40,6 +40,10 @@ def test_the_cache_keeps_whole_answers_under_content_model_and_settings(tmp_path
     kept = cache.get(key)
     assert np.array_equal(kept.label_map, label_map) and kept.label_map.dtype == np.uint8
     assert np.array_equal(kept.affine, affine) and kept.report["classes"]["Liver"]["voxels"] == 3
+    assert kept.encoded is None
+    sent = image_file(tmp_path, "answer.nii.gz", b"the answer as sent")
+    cache.put(key, label_map, affine, {"findings": []}, encoded=sent)  # also kept as the file it is sent as
+    assert cache.get(key).encoded.name == "encoded.nii.gz" and cache.get(key).encoded.read_bytes() == sent.read_bytes()
     (tmp_path / "cache" / ".incoming-x").mkdir()  # a write a crash interrupted: not an entry
     assert [entry.name for entry, _, _ in cache.entries()] == [key]
     first.write_bytes(b"scan one, edited")
