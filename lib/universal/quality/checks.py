@@ -221,9 +221,13 @@ def _lesion_pieces(label_map, catalog: Catalog, organs: Mapping[str, Organ]) -> 
         region = label_map[box]
         parts = cc3d.connected_components(region == organ.id, connectivity=26)
         voxel = voxel or organ.volume_ml / organ.voxels
-        for number in range(1, int(parts.max()) + 1):
-            piece = parts == number
-            touched = set(np.unique(region[ndimage.binary_dilation(piece, iterations=1) & ~piece]).tolist())
+        for number, found in enumerate(ndimage.find_objects(parts), start=1):
+            if found is None:
+                continue
+            # each piece in its own box grown by one voxel: as many pieces as noise can make cost their size
+            crop = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in found)
+            piece = parts[crop] == number
+            touched = set(np.unique(region[crop][ndimage.binary_dilation(piece, iterations=1) & ~piece]).tolist())
             parent = next((p for p in info.parents if p in organs and organs[p].id in touched), None)
             pieces.append(_Piece(info.name, float(np.count_nonzero(piece)) * voxel, parent))
     return pieces
