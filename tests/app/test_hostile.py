@@ -113,6 +113,10 @@ def test_devices_and_numbers_get_a_4xx_and_no_model_is_loaded_for_them(server):
                          "overlap": ("nan", -0.1, 1, "-inf")}.items():
         for value in values:
             assert infer(**{name: value}).status_code == 422, (name, value)
+    for precision in ("int4", "fp8", "\uff49\uff4e\uff54\uff18", 8, "nan", ["int8"], "x" * 300):  # "int8" in full width
+        expect(infer(precision=precision), 422, "precision must be", f"precision {str(precision)[:12]}")
+    expect(server.post("/batch/infer/universal", json={"precision": "int4"}), 422, "precision must be",
+           "batch precision")
     expect(infer(result_dtype="float128"), 422, "result_dtype must be one of", "a dtype")
     expect(infer(result_extension="../x"), 422, "result_extension must be one of", "an extension")
     assert loads(server) == loaded  # one model, on the one CPU

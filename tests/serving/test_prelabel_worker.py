@@ -73,8 +73,8 @@ def worker(tmp_path, pending, compute):
 def test_the_worker_takes_the_most_wanted_first_and_skips_failures(tmp_path):
     order = []
 
-    def compute(image, key, before_window):
-        before_window()
+    def compute(image, key, before_step):
+        before_step()
         order.append(image)
         if image == "broken":
             raise ValueError("not a CT")
@@ -97,9 +97,9 @@ def test_the_worker_takes_the_most_wanted_first_and_skips_failures(tmp_path):
 def test_background_windows_wait_while_an_interactive_request_runs(tmp_path):
     windows, release = [], threading.Event()
 
-    def compute(image, key, before_window):
+    def compute(image, key, before_step):
         for _ in range(50):
-            before_window()
+            before_step()
             windows.append(time.monotonic())
             time.sleep(0.01)
         release.set()
@@ -124,11 +124,11 @@ def test_background_windows_wait_while_an_interactive_request_runs(tmp_path):
 def test_stopping_cancels_between_windows(tmp_path):
     started, cancelled = threading.Event(), threading.Event()
 
-    def compute(image, key, before_window):
+    def compute(image, key, before_step):
         started.set()
         try:
             while True:
-                before_window()
+                before_step()
                 time.sleep(0.01)
         except Cancelled:
             cancelled.set()

@@ -91,9 +91,10 @@ class AppPrelabel:
             if uri:
                 yield image_id, self.cache.key(uri, model, self.settings)
 
-    def compute(self, image_id: str, key: str, before_window: Callable[[], None]) -> None:
-        """Segment ``image_id`` and keep its answer under ``key``, pausing while a fine-tuning runs;
-        :class:`Cancelled` once the model in use changes (its answer would be stale)."""
+    def compute(self, image_id: str, key: str, before_step: Callable[[], None]) -> None:
+        """Segment ``image_id`` and keep its answer under ``key``, stepping aside before each step (reading,
+        preparing, each window, post-processing, keeping) for interactive requests and while a fine-tuning
+        runs; :class:`Cancelled` once the model in use changes (its answer would be stale)."""
         model, _ = self.state.serving(self.settings.device)
         name = self.model_name()
         uri = self.datastore().get_image_uri(image_id)
@@ -102,16 +103,22 @@ class AppPrelabel:
 
         def before() -> None:
             while self.training():
-                before_window()
+                before_step()
                 time.sleep(TRAINING_POLL_S)
             if self.model_name() != name:
                 raise Cancelled
-            before_window()
+            before_step()
 
         segmenter = universal.Segmenter(model, self.settings, progress=False, calibration=calibration_windows,
                                         before_window=before)
+        before()
         scan = universal.read_scan(uri, max_voxels=self.state.conf.max_image_voxels)
-        result = segmenter(scan)
+        before()
+        prepared = segmenter.plan.prepare(scan)
+        prediction = segmenter.predict(prepared)
+        before()
+        result = segmenter.plan.finish(prepared, prediction)
+        before()
         with tempfile.TemporaryDirectory() as scratch:  # the file a request in the image's own type gets
             encoded = write_label_file(result.label_map, scan.affine, Path(scratch) / f"answer{image_suffix(uri)}",
                                        dtype=RESULT_DTYPE, compress=RESULT_COMPRESS)

@@ -2,8 +2,9 @@
 for next and keep the answers (:class:`PrelabelCache`).
 
 Interactive work always goes first: a request holds :meth:`InteractiveFirst.interactive` while it
-runs, and the background segmentation calls :meth:`InteractiveFirst.wait_until_idle` before each
-window, so a request waits at most for the one window already running."""
+runs, and the background segmentation calls :meth:`InteractiveFirst.wait_until_idle` before each of
+its steps (reading, preparing, each window, post-processing, keeping the answer), so a request waits
+at most for the one step already running."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class InteractiveFirst:
 
 class Prelabeller:
     """A daemon thread that takes, one at a time, the first of ``pending()`` (image ids with their cache
-    key, most wanted first) whose key is not in ``cache`` and calls ``compute(image, key, before_window)``,
-    which keeps the answer in the cache and calls ``before_window()`` before each window it runs (it
+    key, most wanted first) whose key is not in ``cache`` and calls ``compute(image, key, before_step)``,
+    which keeps the answer in the cache and calls ``before_step()`` before each step it takes (it
     waits for interactive requests, and raises :class:`Cancelled` once the thread is stopped; ``compute``
     raises it too when its answer is no longer wanted). An image that fails is logged and skipped until
     its key changes."""
@@ -114,7 +115,7 @@ class Prelabeller:
             self._run(*found)
 
     def _run(self, image: str, key: str) -> None:
-        def before_window() -> None:
+        def before_step() -> None:
             if self._stopped.is_set():
                 raise Cancelled
             self.gate.wait_until_idle()
@@ -122,7 +123,7 @@ class Prelabeller:
         self.current = image
         started = time.perf_counter()
         try:
-            self.compute(image, key, before_window)
+            self.compute(image, key, before_step)
             self.done += 1
             log.info("pre-labelled %s in %.1f s", image, time.perf_counter() - started)
         except Cancelled:
