@@ -1,6 +1,6 @@
 """Pre-labelling in the background on the real server: while idle it segments the unlabelled images,
 ``/infer`` then answers from its cache with the same file a fresh inference gives, ``/info`` tells
-its state, and its work survives a restart."""
+its state, and its work survives a restart; once int8 was asked for, it keeps the int8 trunk ready."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 from tiny import PHANTOM, tiny_model
 
 import universal
+from universal.nets.openvino import int8_available
 from universal.synth import make_phantom, save_phantom
 
 IMAGES = ("case0", "case1")
@@ -82,5 +83,11 @@ def test_prelabelled_answers_are_the_fresh_answers_and_survive_a_restart(folders
         wait_until(lambda: status(server)["cached"] == 2, 30, "the cache read back")
         assert infer(server, "case1")[1]["latencies"]["pre_labelled"]
         assert status(server)["done"] == 0  # nothing computed again
+        if int8_available():  # once asked for, the background keeps the model's int8 trunk ready
+            assert status(server)["int8"] == "not asked"
+            asked = server.post("/infer/universal", params={"image": "case0", "output": "json"},
+                                data={"params": json.dumps({"precision": "int8"})})
+            assert asked.status_code == 200, asked.text[:300]
+            wait_until(lambda: status(server)["int8"] == "ready", 60, "the int8 trunk kept ready")
     finally:
         server.stop()

@@ -1,17 +1,22 @@
 """The background pre-labelling of one image steps aside before each of its steps, not only before
 each window: reading, preparing, post-processing and keeping the answer each wait for interactive
-requests."""
+requests; a new model's int8 trunk is calibrated in the background, window by window, once int8 was
+asked for, and a request that needs it meanwhile waits for it without stopping it."""
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from dataclasses import replace
 
 from app_server import APP
+from conftest import missing_in_ci
 from tiny import PHANTOM, tiny_model
 
 import universal
 from universal.inference.stages import CasePlan
+from universal.nets.openvino import CALIBRATION_WINDOWS, CHECK_WINDOWS
 from universal.synth import make_phantom, save_phantom
 
 sys.path.insert(0, str(APP))
@@ -60,3 +65,49 @@ def test_every_step_of_a_background_segmentation_waits_for_interactive_requests(
     for index, step in enumerate(steps):
         if step != "wait":
             assert steps[index - 1] == "wait", steps  # each step right after a wait
+
+
+def test_a_new_models_int8_trunk_is_calibrated_in_the_background_and_a_request_waits_for_it(tmp_path, monkeypatch):
+    try:
+        import nncf
+    except ImportError:
+        missing_in_ci("OpenVINO and NNCF (pip install 'universal-model[openvino]')")
+    universal.save_model(tiny_model(), tmp_path / "model" / "clip_driven_universal_unet.pth")
+    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False), tmp_path / "team")
+    prelabel = AppPrelabel(state, lambda: Images({}), enabled=False)
+    gate, steps = prelabel.gate, []
+
+    def before_step():  # as the background worker steps aside
+        steps.append(1)
+        gate.wait_until_idle()
+
+    prelabel.prepare_int8(before_step)
+    assert not steps and prelabel.int8_prepared == {}  # nobody asked for int8: nothing calibrated
+    prelabel.int8_wanted = True
+    model, _ = state.serving("cpu")
+    background = threading.Thread(target=prelabel.prepare_int8, args=(before_step,))
+    answered = []
+
+    def request():  # an int8 request that arrives first and waits for the background's calibration
+        with gate.interactive():
+            background.start()
+            deadline = time.monotonic() + 120
+            while not steps and time.monotonic() < deadline:  # converted, at its first window
+                time.sleep(0.01)
+            time.sleep(0.3)
+            answered.append(len(steps))  # where it waits while the request runs
+            prelabel.int8_trunk(model)
+            answered.append(prelabel.int8_prepared[prelabel.model_name()])
+
+    asking = threading.Thread(target=request)
+    asking.start()
+    asking.join(300)
+    background.join(60)
+    assert answered == [1, "ready"] and len(steps) >= CALIBRATION_WINDOWS + CHECK_WINDOWS
+
+    def quantize_again(*args, **kwargs):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(nncf, "quantize", quantize_again)
+    prelabel.int8_trunk(model)  # ready: no calibration
+    prelabel.prepare_int8(before_step)  # once per model

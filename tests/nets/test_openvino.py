@@ -4,9 +4,12 @@ rebuilt when the weights change; int8 opt-in with its measured agreement; and th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
+import time
 import weakref
 
 import numpy as np
@@ -136,3 +139,31 @@ def test_the_cache_keeps_the_conversions_used_last(tmp_path):
     openvino_module.prune(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"conversion{age}" for age in
                                                                 range(openvino_module.KEEP_CONVERSIONS))
+
+
+def test_one_thread_converts_a_trunk_and_another_waits_for_it(monkeypatch):
+    model = tiny_model().eval()
+    building, built = threading.Event(), []
+    real_build = openvino_module.build
+
+    def slow_build(*args, **kwargs):
+        building.set()
+        time.sleep(0.5)  # long enough for the second caller to find it under way
+        built.append(real_build(*args, **kwargs))
+
+    monkeypatch.setattr(openvino_module, "build", slow_build)
+    first = []
+    converting = threading.Thread(target=lambda: first.append(openvino_trunk(model, "float32")))
+    converting.start()
+    assert building.wait(30)
+    waited = []
+
+    @contextlib.contextmanager
+    def waiting():
+        waited.append("entered")
+        yield
+
+    second = openvino_trunk(model, "float32", waiting=waiting)
+    converting.join(30)
+    assert first == [second] and len(built) == 1 and waited == ["entered"]
+    assert openvino_trunk(model, "float32", waiting=waiting) is second and waited == ["entered"]  # no wait now

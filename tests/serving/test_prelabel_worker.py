@@ -13,7 +13,7 @@ import torch
 
 import universal
 from universal.inference.windows import window_boxes
-from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller
+from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller, stepwise
 from universal.serving.prelabel_cache import PrelabelCache
 
 SETTINGS = universal.InferenceSettings()
@@ -158,3 +158,47 @@ def test_the_segmenter_calls_before_window_once_per_network_call():
     with pytest.raises(Cancelled):
         universal.Segmenter(model, universal.InferenceSettings(compile="off"), progress=False,
                             before_window=stop).predict_masks(image, [0])
+
+
+def test_a_request_that_steps_aside_lets_the_background_go_on():
+    gate = InteractiveFirst()
+    with gate.interactive():
+        assert gate.busy and not gate.wait_until_idle(timeout=0.05)
+        with gate.stepped_aside():
+            assert not gate.busy and gate.wait_until_idle(timeout=0.05)
+        assert gate.busy
+    assert not gate.busy
+
+
+def test_stepwise_calibration_steps_before_each_window():
+    steps = []
+    windows = stepwise(lambda spec, count, seed: [np.full((1, 1, 2, 2, 2), i, np.float32) for i in range(count)],
+                       lambda: steps.append(1))(None, 3, 0)
+    assert len(windows) == 3 and not steps
+    assert [float(w.max()) for w in windows] == [0, 1, 2] and steps == [1, 1, 1]
+    assert float(windows[1].max()) == 1 and len(steps) == 4
+
+
+def test_preparation_goes_first_and_its_failure_does_not_stop_pre_labelling(tmp_path):
+    order = []
+
+    def prepare(before_step):
+        before_step()
+        order.append("prepare")
+        raise RuntimeError("no int8 here")
+
+    def compute(image, key, before_step):
+        order.append(image)
+        cache.put(key, np.zeros((2, 2, 2), np.uint8), np.eye(4), {})
+
+    cache = PrelabelCache(tmp_path / "cache", max_bytes=1 << 30)
+    prelabeller = Prelabeller(cache, InteractiveFirst(), lambda: [("a", "k1")], compute, prepare=prepare)
+    prelabeller.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "a" not in order:
+            assert time.monotonic() < deadline, order
+            time.sleep(0.05)
+    finally:
+        prelabeller.stop()
+    assert order[:2] == ["prepare", "a"] and prelabeller.done == 1

@@ -35,7 +35,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 import universal
-from universal.devices import resolve_device
+from universal.devices import INT8, resolve_device
 from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
@@ -142,6 +142,8 @@ class UniversalInfer(InferTask):
             model, version = self.state.serving(settings.device)
             segmenter = universal.Segmenter(model, settings, progress=False, calibration=calibration_windows)
             wanted = segmenter.catalog.select(classes)
+            if settings.precision == INT8 and segmenter.device.type == "cpu":
+                self.prelabel.int8_trunk(model)  # perhaps being calibrated in the background: wait for it
         except ModelNotReady as error:
             raise http_error(503, str(error)) from error
         except UnknownClassError as error:

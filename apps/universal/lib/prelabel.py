@@ -2,7 +2,9 @@
 unlabelled images, those *Next Sample* served last first, then the most uncertain, then by id (none
 while a fine-tuning runs); each segmented as an ``/infer`` without parameters would, and its answer
 kept in ``<team>/prelabel-cache`` under a key of the image's content, the model and the settings, so
-that ``/infer`` answers from it."""
+that ``/infer`` answers from it. Once an annotator has asked for int8, each new model's int8 trunk is
+calibrated in the background before pre-labelling goes on, so that the next int8 request does not wait
+for it."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import universal
+from universal.devices import INT8, resolve_device
 from universal.io.labels import write_label_file
 from universal.io.scans import image_suffix
-from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller
+from universal.nets.openvino import openvino_trunk
+from universal.serving.prelabel import Cancelled, InteractiveFirst, Prelabeller, stepwise
 from universal.serving.prelabel_cache import CachedAnswer, PrelabelCache
 from universal.serving.training_status import alive
 from universal.synth import calibration_windows
@@ -42,7 +46,10 @@ class AppPrelabel:
         self.gate = InteractiveFirst()
         self.wanted: list[str] = []
         self._lock = threading.Lock()
-        self.worker = Prelabeller(self.cache, self.gate, self.pending, self.compute) if enabled else None
+        self.int8_wanted = False  # an annotator asked for int8 since the server started
+        self.int8_prepared: dict[str, str] = {}  # model name → how its background int8 preparation went
+        self.worker = Prelabeller(self.cache, self.gate, self.pending, self.compute,
+                                  prepare=self.prepare_int8) if enabled else None
 
     def start(self) -> None:
         if self.worker is not None:
@@ -51,7 +58,10 @@ class AppPrelabel:
                      self.state.conf.prelabel_cache_mb)
 
     def status(self) -> dict:
-        return self.worker.status() if self.worker is not None else {"enabled": False}
+        if self.worker is None:
+            return {"enabled": False}
+        int8 = self.int8_prepared.get(self.model_name(), "queued") if self.int8_wanted else "not asked"
+        return {**self.worker.status(), "int8": int8}
 
     def want(self, image_id: str) -> None:
         """``image_id`` was just served by *Next Sample*: pre-label it first."""
@@ -59,6 +69,42 @@ class AppPrelabel:
             self.wanted = [image_id, *(i for i in self.wanted if i != image_id)][:WANTED_KEPT]
         if self.worker is not None:
             self.worker.nudge()
+
+    def int8_trunk(self, model: universal.UniversalModel) -> None:
+        """Load, or calibrate, ``model``'s int8 trunk for a request (which holds the gate); while the
+        background calibrates it, wait for that, stepping aside so that it goes on. From now on a new
+        model's int8 trunk is prepared in the background."""
+        self.int8_wanted = True
+        openvino_trunk(model, INT8, calibration_windows, waiting=self.gate.stepped_aside)
+
+    def prepare_int8(self, before_step: Callable[[], None]) -> None:
+        """Calibrate the model in use's int8 trunk, once per model, if int8 was asked for and the model
+        runs on the CPU; between calibration windows it steps aside, and it stops once the model changes."""
+        if not (self.int8_wanted and self.state.ready) or resolve_device(self.settings.device).type != "cpu":
+            return
+        name = self.model_name()
+        if name in self.int8_prepared:
+            return
+        model, _ = self.state.serving(self.settings.device)
+
+        def before() -> None:
+            if self.model_name() != name:
+                raise Cancelled
+            before_step()
+
+        self.int8_prepared[name] = "preparing"
+        started = time.perf_counter()
+        try:
+            openvino_trunk(model, INT8, stepwise(calibration_windows, before))
+        except Cancelled:
+            self.int8_prepared[name] = "stopped"
+            raise
+        except Exception as error:
+            self.int8_prepared[name] = f"failed: {error}"
+            raise
+        self.int8_prepared[name] = "ready"
+        log.info("the int8 trunk of model %s is ready (prepared in the background in %.0f s)",
+                 self.state.model_key(), time.perf_counter() - started)
 
     def model_name(self) -> str:
         """Names the weights in use: their published version and their file's identity."""

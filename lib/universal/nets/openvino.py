@@ -23,9 +23,11 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +51,13 @@ INT8_RECIPE = f"norms-stem-last2/{CALIBRATION_WINDOWS}"  # names the recipe in t
 AGREEMENT_TARGET = 0.99  # lowest per-class Dice against float32 an int8 trunk is expected to keep
 # (input spec, count, seed) → ``count`` windows, float32 (1, 1, *window), that an int8 trunk is
 # calibrated on and checked against (universal.synth.calibration_windows: phantom windows)
-Calibration = Callable[[InputSpec, int, int], list[np.ndarray]]
+Calibration = Callable[[InputSpec, int, int], Sequence[np.ndarray]]
 KEEP_CONVERSIONS = 8  # the cache keeps the conversions used last (each fine-tuned model has its own)
 
 log = logging.getLogger(__name__)
 _loaded: weakref.WeakKeyDictionary[nn.Module, dict[str, OpenVinoTrunk]] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[nn.Module, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
+_registry = threading.Lock()  # guards the two dictionaries' shapes
 
 
 def import_openvino():
@@ -129,15 +133,26 @@ class OpenVinoTrunk:
         return torch.cat(images).to(x.device), torch.cat(inputs).to(x.device)
 
 
-def openvino_trunk(model: UniversalModel, precision: str,
-                   calibration: Calibration | None = None) -> OpenVinoTrunk:
+def openvino_trunk(model: UniversalModel, precision: str, calibration: Calibration | None = None,
+                   waiting: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> OpenVinoTrunk:
     """The OpenVINO trunk of ``model`` in ``precision``, loaded once per process while the trunk's
-    weights stay the same (converted, or read from the cache, when they change)."""
-    entries = _loaded.setdefault(model, {})
-    entry = entries.get(precision)
-    if entry is None or entry.fingerprint != model.trunk_fingerprint():
-        entry = entries[precision] = OpenVinoTrunk(model, precision, calibration)
-    return entry
+    weights stay the same (converted, or read from the cache, when they change). One thread at a time
+    converts a model's trunk in one precision; a caller that waits for another's conversion does so
+    inside ``waiting()`` (a request steps aside there for the background work it waits on)."""
+    with _registry:
+        lock = _locks.setdefault(model, {}).setdefault(precision, threading.Lock())
+    if not lock.acquire(blocking=False):
+        with waiting():
+            lock.acquire()
+    try:
+        with _registry:
+            entries = _loaded.setdefault(model, {})
+        entry = entries.get(precision)
+        if entry is None or entry.fingerprint != model.trunk_fingerprint():
+            entry = entries[precision] = OpenVinoTrunk(model, precision, calibration)
+        return entry
+    finally:
+        lock.release()
 
 
 def conversion_key(model: UniversalModel, precision: str, version: str) -> str:
