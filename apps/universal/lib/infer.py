@@ -40,6 +40,7 @@ from universal.errors import UniversalError, UnknownClassError
 from universal.io.dicom import read_series, write_segmentation
 from universal.io.labels import LABEL_DTYPES, write_label_file
 from universal.io.scans import IMAGE_SUFFIXES, ScanError, ScanTooLargeError, image_suffix
+from universal.serving.prelabel_cache import Answer, CachedAnswer
 from universal.synth import calibration_windows
 
 from .conf import MODEL_NAME, RESULT_COMPRESS, RESULT_DTYPE, http_error, parse_bool, parse_number
@@ -72,17 +73,24 @@ def requested_classes(request: dict):
     return request.get("classes") or request.get("label_prompt") or None
 
 
-def answer_values(label_map: np.ndarray, catalog, wanted: list[int], classes, renumbered: bool):
-    """(the label map to send, its ``label_names``) by the module docstring's rule: catalogue ids, with
-    every class (all asked) or the classes asked (``label_prompt``); or, ``renumbered``, the asked
-    classes as values 1..K in id order."""
+def answer_names(catalog, wanted: list[int], classes, renumbered: bool) -> dict[str, int]:
+    """The answer's ``label_names`` by the module docstring's rule: catalogue ids, with every class (all
+    asked) or the classes asked (``label_prompt``); or, ``renumbered``, the asked classes as values 1..K
+    in id order."""
     if classes is None:
-        return label_map, catalog.label_map()
+        return catalog.label_map()
     if not renumbered:
-        return label_map, {catalog[i].name: i for i in wanted}
+        return {catalog[i].name: i for i in wanted}
+    return {catalog[i].name: value for value, i in enumerate(wanted, start=1)}
+
+
+def answer_values(label_map: np.ndarray, wanted: list[int], renumbered: bool) -> np.ndarray:
+    """The label map to send (catalogue ids, or ``renumbered``: the ``wanted`` ids as 1..K)."""
+    if not renumbered:
+        return label_map
     table = np.zeros(256, np.uint8)
     table[wanted] = np.arange(1, len(wanted) + 1)
-    return table[label_map], {catalog[i].name: value for value, i in enumerate(wanted, start=1)}
+    return table[label_map]
 
 
 class UniversalInfer(InferTask):
@@ -153,7 +161,7 @@ class UniversalInfer(InferTask):
         loaded = time.perf_counter()
         cached = self.prelabel.lookup(request["image"], settings) if classes is None else None
         if cached is not None:
-            full_map, affine, report = cached.label_map, cached.affine, cached.report
+            answer = cached
             read = time.perf_counter()
         else:
             try:
@@ -166,29 +174,29 @@ class UniversalInfer(InferTask):
                 result = segmenter(scan, wanted)
             except UniversalError as error:
                 raise http_error(422, f"the image cannot be segmented: {error}") from error
-            full_map, affine, report = result.label_map, scan.affine, result.report
-        label_map, label_names = answer_values(full_map, segmenter.catalog, wanted, classes, renumbered)
+            answer = Answer(result.label_map, scan.affine, result.report)
         handle, path = tempfile.mkstemp(suffix=extension)
         os.close(handle)
-        as_kept = (dtype, compress) == (RESULT_DTYPE, RESULT_COMPRESS) and label_map is full_map
+        as_kept = (dtype, compress) == (RESULT_DTYPE, RESULT_COMPRESS) and not renumbered  # catalogue ids
         if extension == DICOM_SEG:  # a SEG referencing the image's series, to store in the PACS
-            write_segmentation(full_map, segmenter.catalog, read_series(request["image"]), path)
-        elif as_kept and cached is not None and cached.encoded is not None and cached.encoded.name.endswith(extension):
-            shutil.copyfile(cached.encoded, path)  # the file this answer was kept as: the same bytes
+            write_segmentation(answer.label_map, segmenter.catalog, read_series(request["image"]), path)
+        elif as_kept and answer.encoded is not None and answer.encoded.name.endswith(extension):
+            shutil.copyfile(answer.encoded, path)  # the file this answer was kept as: the same bytes
         else:
-            write_label_file(label_map, affine, path, dtype=dtype, compress=compress)
+            write_label_file(answer_values(answer.label_map, wanted, renumbered), answer.affine, path, dtype=dtype,
+                             compress=compress)
         if request.get("image_id"):
             values = {class_id: segmenter.catalog[class_id].name for class_id in wanted}
             encoded = Path(path).read_bytes() if as_kept and extension == ".nii.gz" else None
             self.served.submit(self._keep_served, request["image_id"], request.get("annotator") or "anonymous",
-                               full_map, affine, values, version, encoded)
+                               answer, values, version, encoded)
         done = time.perf_counter()
         log.info("segmented %s: %d classes in %.2f s%s", Path(str(request["image"])).name, len(wanted), done - started,
                  " (pre-labelled)" if cached is not None else "")
         described = self.state.describe()
         return path, {
-            "label_names": label_names,
-            "report": report,
+            "label_names": answer_names(segmenter.catalog, wanted, classes, renumbered),
+            "report": answer.report,
             "model": {"version": version, "weights": str(self.state.source), "classes": len(segmenter.catalog),
                       "demo": described["demo"], "warning": described["warning"]},
             "latencies": {"load": round(loaded - started, 3), "read": round(read - loaded, 3),
@@ -200,11 +208,13 @@ class UniversalInfer(InferTask):
         """Wait until every prediction served so far is kept (a label saved next is measured against it)."""
         self.served.submit(lambda: None).result()
 
-    def _keep_served(self, image_id: str, annotator: str, label_map, affine, values: dict, version,
+    def _keep_served(self, image_id: str, annotator: str, answer: Answer | CachedAnswer, values: dict, version,
                      encoded: bytes | None) -> None:
-        """Remember the prediction ``annotator`` was served (their effort is measured against it)."""
+        """Remember the prediction ``annotator`` was served (their effort is measured against it; the
+        answer's file when it was sent in catalogue ids as a uint8 .nii.gz, else its label map)."""
         try:
-            self.state.team.serve(image_id, annotator, label_map, affine, values, version, encoded=encoded)
+            label_map = None if encoded is not None else answer.label_map
+            self.state.team.serve(image_id, annotator, label_map, answer.affine, values, version, encoded=encoded)
         except (OSError, UniversalError) as error:
             log.warning("the prediction served for %s could not be kept: %s", image_id, error)
 

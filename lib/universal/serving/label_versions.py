@@ -129,12 +129,13 @@ class LabelVersions:
             self._write(record)
         return entry
 
-    def serve(self, image: str, annotator: str, label_map: np.ndarray, affine: np.ndarray,
+    def serve(self, image: str, annotator: str, label_map: np.ndarray | None, affine: np.ndarray,
               values: Mapping[int, str], model_version: int | None, now: float | None = None, *,
               encoded: bytes | None = None) -> dict:
         """Remember the prediction ``annotator`` was served for ``image``: the label map (X, Y, Z, values
         named by ``values``, the classes it computed) and the model version. ``encoded``: the label map
-        already written as a uint8 ``.nii.gz`` (the answer's bytes), kept as it is."""
+        already written as a uint8 ``.nii.gz`` (the answer's bytes), kept as it is (``label_map`` may
+        then be ``None``)."""
         now = time.time() if now is None else now
         (self.folder / "files").mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".serving-", dir=self.folder / "files") as scratch:

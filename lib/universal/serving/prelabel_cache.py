@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,27 @@ STALE_S = 3600  # an entry still being written after this long was left by a cra
 
 
 @dataclass(frozen=True)
-class CachedAnswer:
+class Answer:
+    """A segmentation to send: ``label_map`` uint8 (X, Y, Z), catalogue ids on the scan's grid, its
+    ``affine`` (4, 4), the ``report``, and ``encoded``, the answer already written as a file, if it was."""
+
     label_map: np.ndarray
     affine: np.ndarray
     report: dict
-    encoded: Path | None = None  # the answer as a file, when it was kept as one
+    encoded: Path | None = None
+
+
+class CachedAnswer:
+    """An :class:`Answer` kept in the cache's entry ``folder``; its label map is read when first used
+    (an answer sent as its kept file needs none)."""
+
+    def __init__(self, folder: Path, affine: np.ndarray, report: dict, encoded: Path | None):
+        self.folder, self.affine, self.report, self.encoded = folder, affine, report, encoded
+
+    @cached_property
+    def label_map(self) -> np.ndarray:
+        with np.load(self.folder / ANSWER) as arrays:
+            return arrays["label_map"]
 
 
 class PrelabelCache:
@@ -85,14 +102,14 @@ class PrelabelCache:
         """The answer kept under ``key`` (marked as used now), or ``None``."""
         entry = self.folder / key
         try:
-            with np.load(entry / ANSWER) as arrays:
-                label_map, affine = arrays["label_map"], arrays["affine"]
+            with np.load(entry / ANSWER) as arrays:  # reads the affine's member alone
+                affine = arrays["affine"]
             report = json.loads((entry / REPORT).read_text())
         except (OSError, ValueError, KeyError):
             return None
         with contextlib.suppress(OSError):
             os.utime(entry)
-        return CachedAnswer(label_map, affine, report, next(entry.glob(f"{ENCODED}.*"), None))
+        return CachedAnswer(entry, affine, report, next(entry.glob(f"{ENCODED}.*"), None))
 
     def put(self, key: str, label_map: np.ndarray, affine: np.ndarray, report: dict,
             encoded: Path | None = None) -> None:
