@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from universal import Catalog, InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.inference.preprocess import preprocessing, to_scan_grid
+from universal.inference.preprocess import preprocessing, to_scan_box, to_scan_grid
 from universal.inference.windows import box_key, pad_to_window
 from universal.synth import make_phantom
 
@@ -146,3 +146,27 @@ def test_localised_classes_and_skipped_air_give_the_full_answer_with_fewer_windo
     skipped = oracle_segmenter(scan, label)
     assert np.array_equal(skipped(scan).label_map, everything(scan).label_map)
     assert len(skipped.answered) < len(everything.answered) / 2
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS"])
+def test_a_mask_in_its_box_is_the_whole_grids_mask_cropped(orientation):
+    """``to_scan_box`` gives the part of ``to_scan_grid``'s answer that holds the mask, and nothing
+    outside it is lost: upsampled, downsampled, flipped and permuted axes, empty and edge masks."""
+    rng = np.random.default_rng(0)
+    scan_affine = np.diag([0.8, 0.8, 2.5, 1.0]) if orientation == "RAS" else np.diag([-0.8, -0.8, 2.5, 1.0])
+    scan_shape = (70, 64, 30)
+    volume_affine = np.array([[0, 1.5, 0, 3.0], [-1.5, 0, 0, 40.0], [0, 0, 1.5, -2.0], [0, 0, 0, 1]])
+    cases = [np.zeros((30, 36, 50), bool), np.ones((30, 36, 50), bool)]
+    for _ in range(6):
+        mask = np.zeros((30, 36, 50), bool)
+        corner = rng.integers(0, (25, 30, 44))
+        mask[tuple(slice(c, c + int(rng.integers(1, 8))) for c in corner)] = True
+        mask &= rng.random(mask.shape) < 0.7
+        cases.append(mask)
+    for mask in cases:
+        whole = to_scan_grid(mask, volume_affine, scan_affine, scan_shape)
+        crop, corner = to_scan_box(mask, volume_affine, scan_affine, scan_shape)
+        assert crop.sum() == whole.sum()
+        if crop.size:
+            box = tuple(slice(c, c + n) for c, n in zip(corner, crop.shape, strict=True))
+            assert np.array_equal(whole[box], crop)

@@ -57,25 +57,62 @@ def to_scan_grid(
     Each scan voxel takes the value of the model-space voxel nearest its centre; voxels outside the
     model-space box (cropped away as background) get 0. Both affines map voxel index to world mm.
     """
+    gathers = _axis_gathers(volume.shape, volume_affine, scan_affine, scan_shape)
+    if gathers is not None:  # reorienting and resampling along the axes: one gather per axis
+        follows, per_axis = gathers
+        out = np.zeros(tuple(scan_shape), dtype=volume.dtype)
+        out[np.ix_(*(inside for _, inside in per_axis))] = np.transpose(volume, follows)[
+            np.ix_(*(nearest[inside] for nearest, inside in per_axis))
+        ]
+        return out
+    from scipy import ndimage
+
+    to_volume = np.linalg.inv(volume_affine) @ scan_affine
+    return ndimage.affine_transform(volume, to_volume[:3, :3], to_volume[:3, 3], output_shape=tuple(scan_shape),
+                                    order=0, mode="constant", cval=0)
+
+
+def to_scan_box(
+    mask: np.ndarray, volume_affine: np.ndarray, scan_affine: np.ndarray, scan_shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``to_scan_grid(mask, ...)`` within the smallest box of the scan's grid that can hold the mask's
+    voxels (bool (X, Y, Z) and its corner's scan index (3,)): the voxels outside it are 0, so a measure of
+    the crop is the measure of the whole at a fraction of the cost. The whole grid where the axes are
+    not aligned."""
+    gathers = _axis_gathers(mask.shape, volume_affine, scan_affine, scan_shape)
+    if gathers is None:
+        return to_scan_grid(mask, volume_affine, scan_affine, scan_shape), np.zeros(3, np.int64)
+    follows, per_axis = gathers
+    oriented = np.transpose(mask, follows)
+    chosen = []
+    for axis, (nearest, inside) in enumerate(per_axis):
+        others = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(oriented.any(axis=others))
+        if not len(present):
+            return np.zeros((0, 0, 0), bool), np.zeros(3, np.int64)
+        chosen.append(np.flatnonzero(inside & (nearest >= present[0]) & (nearest <= present[-1])))
+    if any(not len(indices) for indices in chosen):
+        return np.zeros((0, 0, 0), bool), np.zeros(3, np.int64)
+    crop = oriented[np.ix_(*(nearest[indices] for (nearest, _), indices in zip(per_axis, chosen, strict=True)))]
+    return crop, np.array([indices[0] for indices in chosen], np.int64)
+
+
+def _axis_gathers(volume_shape: Sequence[int], volume_affine: np.ndarray, scan_affine: np.ndarray,
+                  scan_shape: Sequence[int]):
+    """Where the two grids' axes are aligned: (the model-space axis each scan axis follows, per scan axis
+    (the nearest model-space index of each scan index, whether it falls inside the volume)); else None."""
     to_volume = np.linalg.inv(volume_affine) @ scan_affine  # scan index → model-space index
     linear = to_volume[:3, :3]
     source_axis = np.abs(linear).argmax(axis=1)  # the scan axis each model-space axis follows
     axis_aligned = np.allclose(np.abs(linear).sum(axis=1), np.abs(linear).max(axis=1), atol=1e-6) and (
         len(set(source_axis.tolist())) == 3
     )
-    if axis_aligned:  # reorienting and resampling along the axes: one gather per axis
-        follows = np.argsort(source_axis)  # the model-space axis that follows each scan axis
-        gathers = []
-        for scan_axis, axis in enumerate(follows):
-            position = linear[axis, scan_axis] * np.arange(scan_shape[scan_axis]) + to_volume[axis, 3]
-            nearest = np.floor(position + 0.5).astype(np.int64)
-            gathers.append((nearest, (nearest >= 0) & (nearest < volume.shape[axis])))
-        out = np.zeros(tuple(scan_shape), dtype=volume.dtype)
-        out[np.ix_(*(inside for _, inside in gathers))] = np.transpose(volume, follows)[
-            np.ix_(*(nearest[inside] for nearest, inside in gathers))
-        ]
-        return out
-    from scipy import ndimage
-
-    return ndimage.affine_transform(volume, to_volume[:3, :3], to_volume[:3, 3], output_shape=tuple(scan_shape),
-                                    order=0, mode="constant", cval=0)
+    if not axis_aligned:
+        return None
+    follows = np.argsort(source_axis)  # the model-space axis that follows each scan axis
+    per_axis = []
+    for scan_axis, axis in enumerate(follows):
+        position = linear[axis, scan_axis] * np.arange(scan_shape[scan_axis]) + to_volume[axis, 3]
+        nearest = np.floor(position + 0.5).astype(np.int64)
+        per_axis.append((nearest, (nearest >= 0) & (nearest < volume_shape[axis])))
+    return follows, per_axis

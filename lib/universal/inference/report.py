@@ -20,8 +20,9 @@ def class_statistics(mask: np.ndarray, affine: np.ndarray) -> dict:
     return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 3), "components": components}
 
 
-def lesion_findings(mask: np.ndarray, affine: np.ndarray) -> dict:
-    """``{"detected", "count", "largest_volume_ml", "largest_diameter_mm"}`` of one lesion class.
+def lesion_findings(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray | None = None) -> dict:
+    """``{"detected", "count", "largest_volume_ml", "largest_diameter_mm"}`` of one lesion class;
+    ``offset`` places ``mask``'s voxel (0, 0, 0) in the grid of ``affine`` (a crop of the scan).
 
     The diameter is the longest distance across the largest lesion (0 when nothing is detected).
     """
@@ -31,7 +32,7 @@ def lesion_findings(mask: np.ndarray, affine: np.ndarray) -> dict:
     labels, count = cc3d.connected_components(mask[box], connectivity=26, return_N=True)
     sizes = np.bincount(labels.ravel())[1:]
     largest = int(np.argmax(sizes)) + 1
-    offset = np.array([s.start for s in box])
+    offset = np.array([s.start for s in box]) + (0 if offset is None else offset)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     return {
         "detected": True,

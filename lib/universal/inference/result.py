@@ -12,7 +12,7 @@ import numpy as np
 
 from universal.catalog import Catalog, ClassKey
 from universal.errors import UniversalError
-from universal.inference.preprocess import to_scan_grid
+from universal.inference.preprocess import to_scan_box, to_scan_grid
 from universal.io.atomic import atomic_write_text
 from universal.io.scans import write_nifti
 
@@ -49,6 +49,14 @@ class Segmentation:
             raise UniversalError(f"class {self.catalog[class_id].name!r} was not computed; ask for it in classes")
         model_mask = self.model_masks[class_id].view(np.uint8)
         return to_scan_grid(model_mask, self.model_affine, self.affine, self.label_map.shape).view(bool)
+
+    def mask_in_box(self, key: ClassKey) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`mask` within the smallest box of the scan's grid that can hold it: bool (X, Y, Z) and
+        the box's corner as a scan index (3,) (:func:`universal.inference.preprocess.to_scan_box`)."""
+        class_id = self.catalog[key].id
+        if class_id not in self.model_masks:
+            raise UniversalError(f"class {self.catalog[class_id].name!r} was not computed; ask for it in classes")
+        return to_scan_box(self.model_masks[class_id], self.model_affine, self.affine, self.label_map.shape)
 
     def save(self, folder: str | Path, masks: bool = False, dicom_series: Sequence | None = None) -> Path:
         """Write ``segmentation.nii.gz``, with ``masks`` one ``masks/<Class Name>.nii.gz`` per class,
