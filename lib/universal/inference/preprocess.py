@@ -88,11 +88,11 @@ def to_scan_box(
     for axis, (nearest, inside) in enumerate(per_axis):
         others = tuple(a for a in range(3) if a != axis)
         present = np.flatnonzero(oriented.any(axis=others))
-        if not len(present):
+        indices = np.flatnonzero(inside & (nearest >= present[0]) & (nearest <= present[-1])) if len(present) \
+            else present
+        if not len(indices):
             return np.zeros((0, 0, 0), bool), np.zeros(3, np.int64)
-        chosen.append(np.flatnonzero(inside & (nearest >= present[0]) & (nearest <= present[-1])))
-    if any(not len(indices) for indices in chosen):
-        return np.zeros((0, 0, 0), bool), np.zeros(3, np.int64)
+        chosen.append(indices)
     crop = oriented[np.ix_(*(nearest[indices] for (nearest, _), indices in zip(per_axis, chosen, strict=True)))]
     return crop, np.array([indices[0] for indices in chosen], np.int64)
 

@@ -44,19 +44,20 @@ class Segmentation:
 
     def mask(self, key: ClassKey) -> np.ndarray:
         """bool (X, Y, Z) mask of one class on the scan's grid."""
-        class_id = self.catalog[key].id
-        if class_id not in self.model_masks:
-            raise UniversalError(f"class {self.catalog[class_id].name!r} was not computed; ask for it in classes")
-        model_mask = self.model_masks[class_id].view(np.uint8)
+        model_mask = self._model_mask(key).view(np.uint8)
         return to_scan_grid(model_mask, self.model_affine, self.affine, self.label_map.shape).view(bool)
 
     def mask_in_box(self, key: ClassKey) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`mask` within the smallest box of the scan's grid that can hold it: bool (X, Y, Z) and
         the box's corner as a scan index (3,) (:func:`universal.inference.preprocess.to_scan_box`)."""
+        return to_scan_box(self._model_mask(key), self.model_affine, self.affine, self.label_map.shape)
+
+    def _model_mask(self, key: ClassKey) -> np.ndarray:
+        """bool (x, y, z) mask of one class in model space; an error names a class that was not computed."""
         class_id = self.catalog[key].id
         if class_id not in self.model_masks:
             raise UniversalError(f"class {self.catalog[class_id].name!r} was not computed; ask for it in classes")
-        return to_scan_box(self.model_masks[class_id], self.model_affine, self.affine, self.label_map.shape)
+        return self.model_masks[class_id]
 
     def save(self, folder: str | Path, masks: bool = False, dicom_series: Sequence | None = None) -> Path:
         """Write ``segmentation.nii.gz``, with ``masks`` one ``masks/<Class Name>.nii.gz`` per class,
