@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import replace
 
+import pytest
 from app_server import APP
 from conftest import missing_in_ci
 from tiny import PHANTOM, tiny_model
@@ -111,3 +112,29 @@ def test_a_new_models_int8_trunk_is_calibrated_in_the_background_and_a_request_w
     monkeypatch.setattr(nncf, "quantize", quantize_again)
     prelabel.int8_trunk(model)  # ready: no calibration
     prelabel.prepare_int8(before_step)  # once per model
+
+
+def test_the_background_int8_calibration_waits_out_a_fine_tuning_and_stops_for_a_new_model(tmp_path, monkeypatch):
+    import lib.prelabel
+
+    universal.save_model(tiny_model(), tmp_path / "model" / "clip_driven_universal_unet.pth")
+    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False), tmp_path / "team")
+    prelabel = AppPrelabel(state, lambda: Images({}), enabled=False)
+    prelabel.int8_wanted = True
+    steps, fine_tuning = [], iter([True, True])  # a fine-tuning runs for two looks, then ends
+
+    def convert(model, precision, calibration):  # the conversion reads its calibration windows one by one
+        for _ in calibration(model.input_spec, 3, 0):
+            steps.append("window")
+
+    monkeypatch.setattr(lib.prelabel, "openvino_trunk", convert)
+    monkeypatch.setattr(lib.prelabel, "TRAINING_POLL_S", 0.0)
+    monkeypatch.setattr(prelabel, "training", lambda: next(fine_tuning, False))
+    prelabel.prepare_int8(lambda: steps.append("wait"))
+    assert steps[:3] == ["wait", "wait", "wait"] and steps[3:] == ["window", "wait"] * 2 + ["window"]
+    assert prelabel.int8_prepared == {prelabel.model_name(): "ready"}
+
+    published = prelabel.model_name()
+    monkeypatch.setattr(prelabel, "model_name", lambda: "a newer model")
+    with pytest.raises(lib.prelabel.Cancelled):  # work for a replaced model stops
+        prelabel.stepping_aside(published, lambda: None)()

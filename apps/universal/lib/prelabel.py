@@ -79,23 +79,18 @@ class AppPrelabel:
 
     def prepare_int8(self, before_step: Callable[[], None]) -> None:
         """Calibrate the model in use's int8 trunk, once per model, if int8 was asked for and the model
-        runs on the CPU; between calibration windows it steps aside, and it stops once the model changes."""
+        runs on the CPU; before each calibration window it steps aside and waits out a fine-tuning, and it
+        stops once the model changes."""
         if not (self.int8_wanted and self.state.ready) or resolve_device(self.settings.device).type != "cpu":
             return
         name = self.model_name()
         if name in self.int8_prepared:
             return
         model, _ = self.state.serving(self.settings.device)
-
-        def before() -> None:
-            if self.model_name() != name:
-                raise Cancelled
-            before_step()
-
         self.int8_prepared[name] = "preparing"
         started = time.perf_counter()
         try:
-            openvino_trunk(model, INT8, stepwise(calibration_windows, before))
+            openvino_trunk(model, INT8, stepwise(calibration_windows, self.stepping_aside(name, before_step)))
         except Cancelled:
             self.int8_prepared[name] = "stopped"
             raise
@@ -105,6 +100,21 @@ class AppPrelabel:
         self.int8_prepared[name] = "ready"
         log.info("the int8 trunk of model %s is ready (prepared in the background in %.0f s)",
                  self.state.model_key(), time.perf_counter() - started)
+
+    def stepping_aside(self, name: str, before_step: Callable[[], None]) -> Callable[[], None]:
+        """What background work for the model ``name`` runs before each step: it waits out a fine-tuning and
+        steps aside for interactive requests (``before_step``); :class:`Cancelled` once the model in use
+        is no longer ``name``."""
+
+        def before() -> None:
+            while self.training():
+                before_step()
+                time.sleep(TRAINING_POLL_S)
+            if self.model_name() != name:
+                raise Cancelled
+            before_step()
+
+        return before
 
     def model_name(self) -> str:
         """Names the weights in use: their published version and their file's identity."""
@@ -146,15 +156,7 @@ class AppPrelabel:
         uri = self.datastore().get_image_uri(image_id)
         if self.cache.key(uri, name, self.settings) != key:
             raise Cancelled
-
-        def before() -> None:
-            while self.training():
-                before_step()
-                time.sleep(TRAINING_POLL_S)
-            if self.model_name() != name:
-                raise Cancelled
-            before_step()
-
+        before = self.stepping_aside(name, before_step)
         segmenter = universal.Segmenter(model, self.settings, progress=False, calibration=calibration_windows,
                                         before_window=before)
         before()
