@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from universal import Catalog
-from universal.inference.postprocess import postprocess, required_classes
+from universal.inference.postprocess import ORGAN_MARGIN, grow, postprocess, required_classes
 from universal.synth import make_phantom
 
 CATALOG = Catalog.default()
@@ -34,6 +35,26 @@ def test_a_single_organ_keeps_its_largest_component():
     (liver,) = ids("Liver")
     out = postprocess({liver: large | small}, CATALOG, RAS)
     assert np.array_equal(out[liver], large)
+
+
+def test_of_two_equal_components_the_first_the_scan_meets_is_kept():
+    first, second = box((2, 2, 2), (6, 6, 6)), box((20, 20, 20), (24, 24, 24))
+    (liver,) = ids("Liver")
+    assert np.array_equal(postprocess({liver: first | second}, CATALOG, RAS)[liver], first)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_tumours_organ_grows_by_a_cubes_closing_then_dilation(seed):
+    rng = np.random.default_rng(seed)
+    organ = ndimage.binary_opening(rng.random(SHAPE) < 0.6, iterations=2)  # blobs with holes and gaps
+    organ[0, 0, 0] = organ[-1, -1, -1] = True  # reaching the array's edges
+    cube = np.ones((ORGAN_MARGIN,) * 3, dtype=bool)
+    expected = ndimage.binary_dilation(ndimage.binary_closing(organ, cube), cube)
+    padded = np.pad(organ, ORGAN_MARGIN + 1)  # the closing inside the array, as on the organ's box
+    expected_inside = ndimage.binary_dilation(ndimage.binary_closing(padded, cube), cube)
+    assert np.array_equal(grow(padded), expected_inside) and grow(padded).any()
+    assert np.array_equal(grow(organ), expected)  # the edges erode the closing alike
+    assert not grow(np.zeros(SHAPE, dtype=bool)).any()
 
 
 def test_diagonal_neighbours_are_one_component():

@@ -14,6 +14,7 @@ absent is skipped. Masks are bool (X, Y, Z) in one grid whose affine maps voxel 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import cc3d
@@ -21,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from universal.catalog import Catalog
+from universal.inference.report import bounding_box
 
 SINGLE_ORGANS = (
     "Spleen", "Right Kidney", "Left Kidney", "Gallbladder", "Esophagus", "Liver", "Stomach", "Aorta",
@@ -32,7 +34,7 @@ LESION_ORGANS = {"Kidney Tumor": ("Right Kidney", "Left Kidney"), "Liver Tumor":
 VEIN, VEIN_REFERENCE = "Portal Vein and Splenic Vein", "Pancreas"
 SEPARATE_LUNGS = 0.2  # a second component this fraction of the first is the other lung, not a fragment
 LUNG_NECK = 0.5  # touching lungs are cut where the cross-section is at most half the mean
-ORGAN_MARGIN = np.ones((5, 5, 5), dtype=bool)  # closing and dilation of the organ a tumour must lie in
+ORGAN_MARGIN = 5  # the side (voxels) of the cube that closes and dilates the organ a tumour must lie in
 
 
 def required_classes(class_ids: Iterable[int], catalog: Catalog) -> list[int]:
@@ -58,26 +60,33 @@ def postprocess(masks: Mapping[int, np.ndarray], catalog: Catalog, affine: np.nd
     out = {i: mask for i, mask in masks.items()}
     for name in SINGLE_ORGANS:
         if name in ids:
-            out[ids[name]] = largest_components(masks[ids[name]], 1)
+            out[ids[name]] = largest_component(masks[ids[name]])
     if all(name in ids for name in LUNGS):
         right, left = split_lungs(masks[ids[LUNGS[0]]], masks[ids[LUNGS[1]]], affine)
         out[ids[LUNGS[0]]], out[ids[LUNGS[1]]] = right, left
     for lesion, organs in LESION_ORGANS.items():
         if lesion in ids and all(organ in ids for organ in organs):
             organ = np.zeros_like(masks[ids[lesion]])
-            for name in organs:
-                organ |= largest_components(masks[ids[name]], 1)
+            for name in organs:  # each a single organ: ``out`` holds its top component
+                organ |= out[ids[name]]
             out[ids[lesion]] = masks[ids[lesion]] & grow(organ)
     if VEIN in ids and VEIN_REFERENCE in ids:
         out[ids[VEIN]] = above_lowest(masks[ids[VEIN]], out[ids[VEIN_REFERENCE]], affine)
     return out
 
 
-def largest_components(mask: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` largest 26-connected components of ``mask`` (bool, same shape)."""
-    if not mask.any():
-        return np.zeros_like(mask, dtype=bool)
-    return cc3d.largest_k(mask, k=count, connectivity=26) > 0
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of ``mask`` (bool, same shape); of equal ones, the one the scan
+    meets first."""
+    labels, sizes = components(mask)
+    return labels == 1 + int(np.argmax(sizes)) if len(sizes) > 1 else labels > 0
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``mask``'s 26-connected components numbered in the order the scan meets them (X, Y, Z) and their
+    sizes (voxels) by number less one."""
+    labels = cc3d.connected_components(mask, connectivity=26, binary_image=True)
+    return labels, np.bincount(labels.ravel())[1:]
 
 
 def split_lungs(right: np.ndarray, left: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,18 +97,18 @@ def split_lungs(right: np.ndarray, left: np.ndarray, affine: np.ndarray) -> tupl
     two lungs. Otherwise the lungs touch (or one is in view): the largest component is cut at its
     narrowest sagittal cross-section when it has a neck, else each lung keeps its own voxels of it.
     """
-    labels = cc3d.largest_k(right | left, k=2, connectivity=26)
-    sizes = np.bincount(labels.ravel(), minlength=3)[1:3]
-    if sizes.min() >= SEPARATE_LUNGS * sizes.max():
-        first, second = labels == 1, labels == 2
-        if mean_world(first, affine)[0] < mean_world(second, affine)[0]:
-            return second, first
-        return first, second
-    largest = labels == (int(np.argmax(sizes)) + 1)
-    if not largest.any():
-        return largest, largest.copy()
+    labels, sizes = components(right | left)
+    if not len(sizes):
+        return np.zeros_like(right), np.zeros_like(left)
+    first, second = (1 + np.argsort(-sizes, kind="stable")[:2]).tolist() + [None] * (len(sizes) == 1)
+    if second is not None and sizes[second - 1] >= SEPARATE_LUNGS * sizes[first - 1]:
+        one, other = labels == first, labels == second
+        if mean_world(one, affine)[0] < mean_world(other, affine)[0]:
+            return other, one
+        return one, other
+    largest = labels == first
     index = np.nonzero(largest)
-    x = affine[0, :3] @ np.array(index, dtype=np.float64) + affine[0, 3]
+    x = world(index, affine, 0)
     cut = narrowest_cut(x, float(np.linalg.norm(affine[:3, :3], axis=0).min()))
     if cut is None:
         return right & largest, left & largest
@@ -127,15 +136,16 @@ def narrowest_cut(x: np.ndarray, step: float) -> float | None:
 
 def grow(organ: np.ndarray) -> np.ndarray:
     """``organ`` closed, then dilated, by a 5×5×5 cube (computed on its bounding box)."""
-    if not organ.any():
+    held = bounding_box(organ)
+    if held is None:
         return organ
-    margin = 6  # the closing's and the dilation's reach, plus one
-    box = tuple(
-        slice(max(int(np.min(i)) - margin, 0), int(np.max(i)) + margin + 1) for i in np.nonzero(organ)
-    )
+    margin = ORGAN_MARGIN + 1  # the closing's and the dilation's reach, plus one
+    box = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in held)
+    # a cube's dilation and erosion are maximum and minimum filters, one axis at a time
+    dilate, erode = (functools.partial(f, size=ORGAN_MARGIN, mode="constant", cval=0)
+                     for f in (ndimage.maximum_filter, ndimage.minimum_filter))
     grown = np.zeros_like(organ)
-    region = ndimage.binary_closing(organ[box], ORGAN_MARGIN)
-    grown[box] = ndimage.binary_dilation(region, ORGAN_MARGIN)
+    grown[box] = dilate(erode(dilate(organ[box].view(np.uint8)))).view(bool)
     return grown
 
 
@@ -144,19 +154,22 @@ def above_lowest(mask: np.ndarray, reference: np.ndarray, affine: np.ndarray) ->
     when ``reference`` is empty."""
     if not reference.any() or not mask.any():
         return mask
-    lowest = world_z(np.nonzero(reference), affine).min()
+    lowest = world(np.nonzero(reference), affine, 2).min()
     index = np.nonzero(mask)
-    keep = world_z(index, affine) >= lowest - 1e-6
+    keep = world(index, affine, 2) >= lowest - 1e-6
     out = np.zeros_like(mask)
     out[tuple(i[keep] for i in index)] = True
     return out
 
 
-def world_z(index: tuple[np.ndarray, ...], affine: np.ndarray) -> np.ndarray:
-    return affine[2, 0] * index[0] + affine[2, 1] * index[1] + affine[2, 2] * index[2] + affine[2, 3]
+def world(index: tuple[np.ndarray, ...], affine: np.ndarray, axis: int) -> np.ndarray:
+    """World coordinate ``axis`` (mm) of the voxels at ``index`` (three index arrays)."""
+    return affine[axis, 0] * index[0] + affine[axis, 1] * index[1] + affine[axis, 2] * index[2] + affine[axis, 3]
 
 
 def mean_world(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """World coordinates (mm) of the centre of ``mask``'s voxels."""
-    centre = np.array([i.mean() for i in np.nonzero(mask)])
+    """World coordinates (mm) of the centre of ``mask``'s voxels (from its voxel counts along each axis)."""
+    axes = range(mask.ndim)
+    sums = [np.arange(mask.shape[a]) @ np.count_nonzero(mask, axis=tuple(o for o in axes if o != a)) for a in axes]
+    centre = np.array(sums, dtype=np.float64) / np.count_nonzero(mask)
     return affine[:3, :3] @ centre + affine[:3, 3]
