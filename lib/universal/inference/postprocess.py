@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from universal.catalog import Catalog
-from universal.inference.report import bounding_box
+from universal.masks import bounding_box, voxel_centre
 
 SINGLE_ORGANS = (
     "Spleen", "Right Kidney", "Left Kidney", "Gallbladder", "Esophagus", "Liver", "Stomach", "Aorta",
@@ -136,11 +136,9 @@ def narrowest_cut(x: np.ndarray, step: float) -> float | None:
 
 def grow(organ: np.ndarray) -> np.ndarray:
     """``organ`` closed, then dilated, by a 5×5×5 cube (computed on its bounding box)."""
-    held = bounding_box(organ)
-    if held is None:
+    box = bounding_box(organ, margin=ORGAN_MARGIN + 1)  # the closing's and the dilation's reach, plus one
+    if box is None:
         return organ
-    margin = ORGAN_MARGIN + 1  # the closing's and the dilation's reach, plus one
-    box = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in held)
     # a cube's dilation and erosion are maximum and minimum filters, one axis at a time
     dilate, erode = (functools.partial(f, size=ORGAN_MARGIN, mode="constant", cval=0)
                      for f in (ndimage.maximum_filter, ndimage.minimum_filter))
@@ -168,8 +166,5 @@ def world(index: tuple[np.ndarray, ...], affine: np.ndarray, axis: int) -> np.nd
 
 
 def mean_world(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """World coordinates (mm) of the centre of ``mask``'s voxels (from its voxel counts along each axis)."""
-    axes = range(mask.ndim)
-    sums = [np.arange(mask.shape[a]) @ np.count_nonzero(mask, axis=tuple(o for o in axes if o != a)) for a in axes]
-    centre = np.array(sums, dtype=np.float64) / np.count_nonzero(mask)
-    return affine[:3, :3] @ centre + affine[:3, 3]
+    """World coordinates (mm) of the centre of ``mask``'s voxels."""
+    return affine[:3, :3] @ voxel_centre(mask) + affine[:3, 3]

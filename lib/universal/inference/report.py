@@ -11,6 +11,8 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
+from universal.masks import bounding_box
+
 
 def class_statistics(mask: np.ndarray, affine: np.ndarray) -> dict:
     """``{"voxels", "volume_ml", "components"}`` of one class (26-connected components)."""
@@ -80,15 +82,3 @@ def component_count(mask: np.ndarray) -> int:
     if box is None:
         return 0
     return int(cc3d.connected_components(mask[box], connectivity=26, return_N=True)[1])
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding ``mask``'s voxels, or None when it is empty."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from universal.catalog import Catalog, ClassKey
 from universal.errors import UniversalError
+from universal.masks import grown_by_one, voxel_centre
 from universal.quality.findings import Finding
 
 
@@ -67,8 +68,7 @@ def measure(label_map: np.ndarray, affine: np.ndarray, catalog: Catalog) -> dict
             continue
         inside = label_map[box] == class_id
         voxels = int(np.count_nonzero(inside))
-        local = np.asarray(ndimage.center_of_mass(inside))
-        index = local + np.array([s.start for s in box])
+        index = voxel_centre(inside) + np.array([s.start for s in box])
         centroid = (affine @ np.append(index, 1.0))[:3]
         cut = box[cranio_caudal].start == 0 or box[cranio_caudal].stop - 1 == last
         organs[catalog[class_id].name] = Organ(catalog[class_id].name, class_id, voxels, voxels * voxel_ml,
@@ -226,7 +226,7 @@ def _lesion_pieces(label_map, catalog: Catalog, organs: Mapping[str, Organ], vox
         parents = [p for p in info.parents if p in organs]
         parent_of = np.full(count + 1, len(parents))  # index into parents; len(parents): none
         for index in reversed(range(len(parents))):  # the first parent listed wins
-            touching = parts[ndimage.binary_dilation(region == organs[parents[index]].id) & (parts > 0)]
+            touching = parts[grown_by_one(region == organs[parents[index]].id) & (parts > 0)]
             parent_of[np.unique(touching)] = index
         sizes = np.bincount(parts.ravel(), minlength=count + 1)
         named = [*parents, None]

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from universal.masks import bounding_box
+
 CONSENSUS_METHODS = ("majority", "staple")
 
 
@@ -22,7 +24,7 @@ def mask_agreement(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> di
         return found
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
-    box = _bounding_box(a | b)  # distances within the masks' box (with a margin): the same, much cheaper
+    box = bounding_box(a | b, margin=2)  # distances within the masks' box (with a margin): the same, much cheaper
     pair = [np.ascontiguousarray(mask[box])[None, None] for mask in (a, b)]
     spacing = [float(s) for s in spacing]
     surface = compute_average_surface_distance(*pair, include_background=True, symmetric=True, spacing=spacing)
@@ -65,8 +67,3 @@ def consensus(label_maps: Sequence[np.ndarray], method: str = "majority") -> np.
             counts += label_map == result
         return np.where(counts * 2 > len(label_maps), result, 0).astype(np.uint8)
     return sitk.GetArrayFromImage(voted).astype(np.uint8)
-
-
-def _bounding_box(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
-    found = np.nonzero(mask)
-    return tuple(slice(max(int(axis.min()) - margin, 0), int(axis.max()) + margin + 1) for axis in found)
