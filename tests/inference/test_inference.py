@@ -9,7 +9,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from universal import Catalog, InferenceSettings, InputSpec, Scan, Segmenter, UniversalModel
-from universal.inference.preprocess import preprocessing, to_scan_box, to_scan_grid
+from universal.inference.preprocess import preprocessing, to_scan_blocks, to_scan_grid
+from universal.inference.report import class_statistics, lesion_findings
 from universal.inference.windows import box_key, pad_to_window
 from universal.synth import make_phantom
 
@@ -149,9 +150,10 @@ def test_localised_classes_and_skipped_air_give_the_full_answer_with_fewer_windo
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS"])
-def test_a_mask_in_its_box_is_the_whole_grids_mask_cropped(orientation):
-    """``to_scan_box`` gives the part of ``to_scan_grid``'s answer that holds the mask, and nothing
-    outside it is lost: upsampled, downsampled, flipped and permuted axes, empty and edge masks."""
+def test_a_mask_as_blocks_is_the_whole_grids_mask_cropped(orientation):
+    """``to_scan_blocks``, expanded, gives the part of ``to_scan_grid``'s answer that holds the mask, and
+    nothing outside it is lost: upsampled, downsampled, flipped and permuted axes, empty and edge masks;
+    the report's figures on the blocks are those on the whole grid."""
     rng = np.random.default_rng(0)
     scan_affine = np.diag([0.8, 0.8, 2.5, 1.0]) if orientation == "RAS" else np.diag([-0.8, -0.8, 2.5, 1.0])
     scan_shape = (70, 64, 30)
@@ -165,8 +167,26 @@ def test_a_mask_in_its_box_is_the_whole_grids_mask_cropped(orientation):
         cases.append(mask)
     for mask in cases:
         whole = to_scan_grid(mask, volume_affine, scan_affine, scan_shape)
-        crop, corner = to_scan_box(mask, volume_affine, scan_affine, scan_shape)
-        assert crop.sum() == whole.sum()
+        blocks = to_scan_blocks(mask, volume_affine, scan_affine, scan_shape)
+        crop = blocks.expanded()
+        assert crop.sum() == whole.sum() and blocks.core.size <= mask.size
         if crop.size:
-            box = tuple(slice(c, c + n) for c, n in zip(corner, crop.shape, strict=True))
+            box = tuple(slice(c, c + n) for c, n in zip(blocks.corner, crop.shape, strict=True))
             assert np.array_equal(whole[box], crop)
+        assert class_statistics(blocks.core, scan_affine, blocks.repeats) == class_statistics(whole, scan_affine)
+        assert lesion_findings(blocks.core, scan_affine, blocks.corner, blocks.repeats) == \
+            lesion_findings(whole, scan_affine)
+
+
+def test_a_mask_on_an_oblique_scan_is_held_whole():
+    rng = np.random.default_rng(1)
+    turn = np.radians(30)
+    scan_affine = np.array([[np.cos(turn), -np.sin(turn), 0, 0], [np.sin(turn), np.cos(turn), 0, 0], [0, 0, 2.5, 0],
+                            [0, 0, 0, 1]])
+    volume_affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    mask = rng.random((20, 20, 12)) < 0.3
+    whole = to_scan_grid(mask, volume_affine, scan_affine, (30, 30, 8))
+    blocks = to_scan_blocks(mask, volume_affine, scan_affine, (30, 30, 8))
+    assert np.array_equal(blocks.expanded(), whole) and whole.any()
+    found = lesion_findings(blocks.core, scan_affine, blocks.corner, blocks.repeats)
+    assert found == lesion_findings(whole, scan_affine) and found["count"] > 1

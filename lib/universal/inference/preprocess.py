@@ -10,6 +10,7 @@ model space goes back to the scan's grid through the two affines alone (:func:`t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -72,29 +73,51 @@ def to_scan_grid(
                                     order=0, mode="constant", cval=0)
 
 
-def to_scan_box(
+class ScanBlocks(NamedTuple):
+    """A bool mask on the scan's grid, held as the model-space voxels it repeats: ``core`` (x, y, z), the
+    distinct voxels in the scan's axis order; ``corner``, the scan index (3,) of the first; ``repeats``,
+    per axis, how many scan voxels each core index fills (int64 arrays). :meth:`expanded` is the box of
+    the scan's grid that holds the mask (every voxel outside it is 0)."""
+
+    core: np.ndarray
+    corner: np.ndarray
+    repeats: tuple[np.ndarray, ...]
+
+    def expanded(self) -> np.ndarray:
+        out = self.core
+        for axis, repeats in enumerate(self.repeats):
+            out = np.repeat(out, repeats, axis=axis)
+        return out
+
+
+def to_scan_blocks(
     mask: np.ndarray, volume_affine: np.ndarray, scan_affine: np.ndarray, scan_shape: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``to_scan_grid(mask, ...)`` within the smallest box of the scan's grid that can hold the mask's
-    voxels (bool (X, Y, Z) and its corner's scan index (3,)): the voxels outside it are 0, so a measure of
-    the crop is the measure of the whole at a fraction of the cost. The whole grid where the axes are
-    not aligned."""
+) -> ScanBlocks:
+    """``to_scan_grid(mask, ...)`` as :class:`ScanBlocks`: within the smallest box of the scan's grid that
+    can hold the mask's voxels, each model-space voxel once with how often it repeats, so that counts and
+    connected components (which repeating a slice does not change) cost the model space's size, not the
+    scan's. Where the axes are not aligned, the whole grid with every voxel once."""
     gathers = _axis_gathers(mask.shape, volume_affine, scan_affine, scan_shape)
     if gathers is None:
-        return to_scan_grid(mask, volume_affine, scan_affine, scan_shape), np.zeros(3, np.int64)
+        whole = to_scan_grid(mask, volume_affine, scan_affine, scan_shape)
+        return ScanBlocks(whole, np.zeros(3, np.int64), tuple(np.ones(n, np.int64) for n in whole.shape))
     follows, per_axis = gathers
     oriented = np.transpose(mask, follows)
-    chosen = []
+    sources, corner, repeats = [], [], []
     for axis, (nearest, inside) in enumerate(per_axis):
         others = tuple(a for a in range(3) if a != axis)
         present = np.flatnonzero(oriented.any(axis=others))
-        indices = np.flatnonzero(inside & (nearest >= present[0]) & (nearest <= present[-1])) if len(present) \
+        chosen = np.flatnonzero(inside & (nearest >= present[0]) & (nearest <= present[-1])) if len(present) \
             else present
-        if not len(indices):
-            return np.zeros((0, 0, 0), bool), np.zeros(3, np.int64)
-        chosen.append(indices)
-    crop = oriented[np.ix_(*(nearest[indices] for (nearest, _), indices in zip(per_axis, chosen, strict=True)))]
-    return crop, np.array([indices[0] for indices in chosen], np.int64)
+        if not len(chosen):
+            return ScanBlocks(np.zeros((0, 0, 0), bool), np.zeros(3, np.int64), (np.zeros(0, np.int64),) * 3)
+        source = nearest[chosen]  # monotone: runs of one model-space index
+        first = np.flatnonzero(np.diff(source, prepend=source[0] - 1))
+        sources.append(source[first])
+        corner.append(chosen[0])
+        repeats.append(np.diff(first, append=len(source)))
+    core = oriented[np.ix_(*sources)]
+    return ScanBlocks(core, np.array(corner, np.int64), tuple(repeats))
 
 
 def _axis_gathers(volume_shape: Sequence[int], volume_affine: np.ndarray, scan_affine: np.ndarray,

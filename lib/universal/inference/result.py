@@ -12,7 +12,7 @@ import numpy as np
 
 from universal.catalog import Catalog, ClassKey
 from universal.errors import UniversalError
-from universal.inference.preprocess import to_scan_box, to_scan_grid
+from universal.inference.preprocess import ScanBlocks, to_scan_blocks, to_scan_grid
 from universal.io.atomic import atomic_write_text
 from universal.io.scans import write_nifti
 
@@ -47,10 +47,10 @@ class Segmentation:
         model_mask = self._model_mask(key).view(np.uint8)
         return to_scan_grid(model_mask, self.model_affine, self.affine, self.label_map.shape).view(bool)
 
-    def mask_in_box(self, key: ClassKey) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`mask` within the smallest box of the scan's grid that can hold it: bool (X, Y, Z) and
-        the box's corner as a scan index (3,) (:func:`universal.inference.preprocess.to_scan_box`)."""
-        return to_scan_box(self._model_mask(key), self.model_affine, self.affine, self.label_map.shape)
+    def mask_blocks(self, key: ClassKey) -> ScanBlocks:
+        """:meth:`mask` as the model-space voxels it repeats, within the smallest box of the scan's grid
+        that can hold it (:func:`universal.inference.preprocess.to_scan_blocks`)."""
+        return to_scan_blocks(self._model_mask(key), self.model_affine, self.affine, self.label_map.shape)
 
     def _model_mask(self, key: ClassKey) -> np.ndarray:
         """bool (x, y, z) mask of one class in model space; an error names a class that was not computed."""

@@ -139,10 +139,12 @@ class CasePlan:
         classes_report, lesions_report = {}, {}
         for class_id in prepared.wanted:
             info = self.catalog[class_id]
-            mask, corner = result.mask_in_box(class_id)  # the same figures as the whole grid's, sooner
-            classes_report[info.name] = {"id": class_id, **class_statistics(mask, prepared.affine)}
+            blocks = result.mask_blocks(class_id)  # the same figures as the whole grid's, sooner
+            classes_report[info.name] = {"id": class_id, **class_statistics(blocks.core, prepared.affine,
+                                                                              blocks.repeats)}
             if info.is_lesion:
-                lesions_report[info.name] = lesion_findings(mask, prepared.affine, corner)
+                lesions_report[info.name] = lesion_findings(blocks.core, prepared.affine, blocks.corner,
+                                                            blocks.repeats)
         lap("measure")
         findings = check_label_map(label_map, prepared.affine, self.catalog, prepared.wanted) \
             if self.settings.checks else []
