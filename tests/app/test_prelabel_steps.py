@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from app_server import APP
 from conftest import missing_in_ci
@@ -138,3 +139,35 @@ def test_the_background_int8_calibration_waits_out_a_fine_tuning_and_stops_for_a
     monkeypatch.setattr(prelabel, "model_name", lambda: "a newer model")
     with pytest.raises(lib.prelabel.Cancelled):  # work for a replaced model stops
         prelabel.stepping_aside(published, lambda: None)()
+
+
+def test_once_int8_is_ready_each_image_is_pre_labelled_in_int8_too_and_an_int8_request_finds_it(tmp_path):
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        missing_in_ci("OpenVINO and NNCF (pip install 'universal-model[openvino]')")
+    save_phantom(make_phantom(0, **PHANTOM), tmp_path / "case0.nii.gz")
+    universal.save_model(tiny_model(), tmp_path / "model" / "clip_driven_universal_unet.pth")
+    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False), tmp_path / "team")
+    image = str(tmp_path / "case0.nii.gz")
+    images = Images({"case0": image})
+    images.get_unlabeled_images = lambda: ["case0"]
+    images.get_image_info = lambda image_id: {}
+    prelabel = AppPrelabel(state, lambda: images, enabled=False)
+    int8 = replace(prelabel.settings, precision="int8")
+    assert len(list(prelabel.pending())) == 1  # nobody asked for int8: the default answer only
+
+    prelabel.int8_wanted = True
+    assert len(list(prelabel.pending())) == 1  # asked for, not yet ready
+    prelabel.prepare_int8(lambda: None)
+    pending = list(prelabel.pending())
+    assert [image_id for image_id, _ in pending] == ["case0", "case0"] and pending[0][1] != pending[1][1]
+    for image_id, key in pending:
+        prelabel.compute(image_id, key, lambda: None)
+
+    kept = prelabel.lookup(image, int8)
+    assert kept is not None and kept.report["settings"]["precision"] == "int8"
+    assert prelabel.lookup(image, prelabel.settings).report["settings"]["precision"] != "int8"
+    model, _ = state.serving("cpu")
+    fresh = universal.Segmenter(model, int8, progress=False)(universal.read_scan(image))
+    assert np.array_equal(kept.label_map, fresh.label_map)  # the answer a fresh int8 request computes

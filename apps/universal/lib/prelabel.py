@@ -4,7 +4,7 @@ while a fine-tuning runs); each segmented as an ``/infer`` without parameters wo
 kept in ``<team>/prelabel-cache`` under a key of the image's content, the model and the settings, so
 that ``/infer`` answers from it. Once an annotator has asked for int8, each new model's int8 trunk is
 calibrated in the background before pre-labelling goes on, so that the next int8 request does not wait
-for it."""
+for it; once it is ready, each image is pre-labelled in int8 too, after its default answer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import universal
@@ -120,9 +121,15 @@ class AppPrelabel:
         """Names the weights in use: their published version and their file's identity."""
         return f"{self.state.model_key()}|{self.state.source_key()}"
 
+    def kept_settings(self) -> list[universal.InferenceSettings]:
+        """The settings whose answers are pre-labelled: those of an ``/infer`` without parameters, and once an
+        annotator asked for int8 and the model in use's int8 trunk is ready, the same in int8."""
+        int8 = self.int8_wanted and self.int8_prepared.get(self.model_name()) == "ready"
+        return [self.settings, *([replace(self.settings, precision=INT8)] if int8 else [])]
+
     def lookup(self, image: str, settings: universal.InferenceSettings) -> CachedAnswer | None:
         """The kept answer for ``image`` (a path) with the model in use and ``settings``, if any."""
-        if settings != self.settings or not self.state.ready or not self.cache.folder.is_dir():
+        if not self.state.ready or settings not in self.kept_settings() or not self.cache.folder.is_dir():
             return None
         return self.cache.get(self.cache.key(image, self.model_name(), settings))
 
@@ -132,7 +139,8 @@ class AppPrelabel:
         return bool(running) and alive(running.get("pid"))
 
     def pending(self) -> Iterator[tuple[str, str]]:
-        """The unlabelled images with their cache keys, most wanted first; none while a fine-tuning runs."""
+        """The unlabelled images with their cache keys (one per kept settings), most wanted first; none while
+        a fine-tuning runs."""
         if not self.state.ready or self.training():
             return
         datastore = self.datastore()
@@ -141,11 +149,11 @@ class AppPrelabel:
             first = [i for i in self.wanted if i in images]
         scores = {i: datastore.get_image_info(i).get("uncertainty") for i in images - set(first)}
         rest = sorted(scores, key=lambda i: (scores[i] is None, -(scores[i] or 0), i))
-        model = self.model_name()
+        model, kept = self.model_name(), self.kept_settings()
         for image_id in [*first, *rest]:
             uri = datastore.get_image_uri(image_id)
-            if uri:
-                yield image_id, self.cache.key(uri, model, self.settings)
+            for settings in kept if uri else ():
+                yield image_id, self.cache.key(uri, model, settings)
 
     def compute(self, image_id: str, key: str, before_step: Callable[[], None]) -> None:
         """Segment ``image_id`` and keep its answer under ``key``, stepping aside before each step (reading,
@@ -154,10 +162,11 @@ class AppPrelabel:
         model, _ = self.state.serving(self.settings.device)
         name = self.model_name()
         uri = self.datastore().get_image_uri(image_id)
-        if self.cache.key(uri, name, self.settings) != key:
+        settings = next((s for s in self.kept_settings() if self.cache.key(uri, name, s) == key), None)
+        if settings is None:
             raise Cancelled
         before = self.stepping_aside(name, before_step)
-        segmenter = universal.Segmenter(model, self.settings, progress=False, calibration=calibration_windows,
+        segmenter = universal.Segmenter(model, settings, progress=False, calibration=calibration_windows,
                                         before_window=before)
         before()
         scan = universal.read_scan(uri, max_voxels=self.state.conf.max_image_voxels)
