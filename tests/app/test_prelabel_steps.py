@@ -171,3 +171,14 @@ def test_once_int8_is_ready_each_image_is_pre_labelled_in_int8_too_and_an_int8_r
     model, _ = state.serving("cpu")
     fresh = universal.Segmenter(model, int8, progress=False)(universal.read_scan(image))
     assert np.array_equal(kept.label_map, fresh.label_map)  # the answer a fresh int8 request computes
+
+
+def test_that_an_annotator_asked_for_int8_is_remembered_over_a_restart(tmp_path, monkeypatch):
+    import lib.prelabel
+
+    monkeypatch.setattr(lib.prelabel, "openvino_trunk", lambda *args, **kwargs: None)  # converting: tests above
+    state = AppState(tmp_path / "app", AppConf(model_dir=str(tmp_path / "model"), download=False), tmp_path / "team")
+    before = AppPrelabel(state, lambda: Images({}), enabled=False)
+    assert not before.int8_wanted
+    before.int8_trunk(tiny_model())
+    assert before.int8_wanted and AppPrelabel(state, lambda: Images({}), enabled=False).int8_wanted

@@ -2,9 +2,10 @@
 unlabelled images, those *Next Sample* served last first, then the most uncertain, then by id (none
 while a fine-tuning runs); each segmented as an ``/infer`` without parameters would, and its answer
 kept in ``<team>/prelabel-cache`` under a key of the image's content, the model and the settings, so
-that ``/infer`` answers from it. Once an annotator has asked for int8, each new model's int8 trunk is
-calibrated in the background before pre-labelling goes on, so that the next int8 request does not wait
-for it; once it is ready, each image is pre-labelled in int8 too, after its default answer."""
+that ``/infer`` answers from it. Once an annotator has asked for int8 (a mark in the cache's folder keeps
+it over restarts), each new model's int8 trunk is calibrated in the background before pre-labelling goes
+on, so that the next int8 request does not wait for it; once it is ready, each image is pre-labelled in
+int8 too, after its default answer."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import universal
 from universal.devices import INT8, resolve_device
+from universal.io.atomic import atomic_write_text
 from universal.io.labels import write_label_file
 from universal.io.scans import image_suffix
 from universal.nets.openvino import openvino_trunk
@@ -32,6 +34,7 @@ from .state import AppState
 log = logging.getLogger(__name__)
 
 CACHE_FOLDER = "prelabel-cache"  # in the team's folder
+INT8_ASKED = "int8-asked"  # in the cache's folder: an annotator asked for int8 (kept over restarts)
 WANTED_KEPT = 32  # images Next Sample served lately, which go first
 TRAINING_POLL_S = 5.0  # while a fine-tuning runs, look again after this long
 
@@ -47,7 +50,7 @@ class AppPrelabel:
         self.gate = InteractiveFirst()
         self.wanted: list[str] = []
         self._lock = threading.Lock()
-        self.int8_wanted = False  # an annotator asked for int8 since the server started
+        self.int8_wanted = (self.cache.folder / INT8_ASKED).is_file()  # an annotator asked for int8
         self.int8_prepared: dict[str, str] = {}  # model name → how its background int8 preparation went
         self.worker = Prelabeller(self.cache, self.gate, self.pending, self.compute,
                                   prepare=self.prepare_int8) if enabled else None
@@ -75,7 +78,10 @@ class AppPrelabel:
         """Load, or calibrate, ``model``'s int8 trunk for a request (which holds the gate); while the
         background calibrates it, wait for that, stepping aside so that it goes on. From now on a new
         model's int8 trunk is prepared in the background."""
-        self.int8_wanted = True
+        if not self.int8_wanted:
+            self.cache.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.cache.folder / INT8_ASKED, "an annotator asked for precision int8\n")
+            self.int8_wanted = True
         openvino_trunk(model, INT8, calibration_windows, waiting=self.gate.stepped_aside)
 
     def prepare_int8(self, before_step: Callable[[], None]) -> None:
