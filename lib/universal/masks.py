@@ -1,5 +1,5 @@
 """Where a bool mask (X, Y, Z) lies, from its voxel counts along each axis (no list of voxel indices):
-its bounding box and the centre of its voxels, in voxel indices."""
+its bounding box and the centre of its voxels, in voxel indices; and its growth by one voxel."""
 
 from __future__ import annotations
 

@@ -100,7 +100,8 @@ def split_lungs(right: np.ndarray, left: np.ndarray, affine: np.ndarray) -> tupl
     labels, sizes = components(right | left)
     if not len(sizes):
         return np.zeros_like(right), np.zeros_like(left)
-    first, second = (1 + np.argsort(-sizes, kind="stable")[:2]).tolist() + [None] * (len(sizes) == 1)
+    order = 1 + np.argsort(-sizes, kind="stable")  # component numbers, the largest first
+    first, second = int(order[0]), (int(order[1]) if len(order) > 1 else None)
     if second is not None and sizes[second - 1] >= SEPARATE_LUNGS * sizes[first - 1]:
         one, other = labels == first, labels == second
         if mean_world(one, affine)[0] < mean_world(other, affine)[0]:
