@@ -46,7 +46,7 @@ def lesion_findings(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray | N
     in_box = [r[s] for r, s in zip(repeats, box, strict=True)]
     sizes = np.bincount(labels.ravel(), weights=block_voxels(in_box).ravel())[1:]  # scan voxels per piece
     largest = int(np.argmax(sizes)) + 1
-    starts = [int((np.cumsum(r) - r)[s.start]) for r, s in zip(repeats, box, strict=True)]  # the box's corner
+    starts = [int(first_scan_index(r)[s.start]) for r, s in zip(repeats, box, strict=True)]  # the box's corner
     offset = np.array(starts) + (0 if offset is None else offset)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     return {
@@ -91,10 +91,15 @@ def block_voxels(repeats: Repeats) -> np.ndarray:
 def block_corners(index: np.ndarray, repeats: Repeats) -> np.ndarray:
     """The scan indices (M, 3) of the corners of the blocks that the indices ``index`` (N, 3) stand for:
     each block lies within the hull of its corners, so the hull and the longest distance are theirs."""
-    ends = [(np.cumsum(r) - r, np.cumsum(r) - 1) for r in repeats]  # each index's first and last scan voxel
+    ends = [(first_scan_index(r), first_scan_index(r) + r - 1) for r in repeats]  # first and last scan voxel
     corners = [np.stack([ends[axis][side][index[:, axis]] for axis, side in enumerate(sides)], axis=1)
                for sides in itertools.product((0, 1), repeat=3)]
     return distinct_rows(np.concatenate(corners))
+
+
+def first_scan_index(repeats: np.ndarray) -> np.ndarray:
+    """The scan index of the first voxel each index stands for, along one axis (from the first index's)."""
+    return np.cumsum(repeats) - repeats
 
 
 def distinct_rows(index: np.ndarray) -> np.ndarray:
@@ -109,13 +114,13 @@ def distinct_rows(index: np.ndarray) -> np.ndarray:
 def line_ends(mask: np.ndarray) -> np.ndarray:
     """Indices (N, 3) of the first and last voxel of ``mask`` on each line along the first axis: the
     only voxels that can be corners of its convex hull (any other lies between two of them), so the
-    longest distance is found among them at a fraction of the cost for a large mask."""
+    longest distance is found among them at a fraction of the cost for a large mask (a line of one voxel
+    gives it twice: :func:`block_corners` keeps each once)."""
     present = mask.any(axis=0)
     first = mask.argmax(axis=0)
     last = mask.shape[0] - 1 - mask[::-1].argmax(axis=0)
     y, z = np.nonzero(present)
-    ends = np.concatenate([np.stack([first[y, z], y, z], axis=1), np.stack([last[y, z], y, z], axis=1)])
-    return distinct_rows(ends)
+    return np.concatenate([np.stack([first[y, z], y, z], axis=1), np.stack([last[y, z], y, z], axis=1)])
 
 
 def hull_vertices(points: np.ndarray) -> np.ndarray:
